@@ -10,6 +10,7 @@ reference they are tested against.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import jax
@@ -62,7 +63,10 @@ def requantize(acc: jax.Array, m: jax.Array, y_zero: int, lo: int, hi: int) -> j
 
 
 def _register(p: Primitive, impl, abstract_eval) -> Primitive:
-  p.def_impl(impl)
+  # Eager calls run the implementation compiled once per shape and parameters, rather
+  # than op by op.
+  static = [k for k, v in inspect.signature(impl).parameters.items() if v.kind == v.KEYWORD_ONLY]
+  p.def_impl(jax.jit(impl, static_argnames=static))
   p.def_abstract_eval(abstract_eval)
   mlir.register_lowering(p, mlir.lower_fun(impl, multiple_results=False))
   return p

@@ -118,8 +118,9 @@ class QModel:
 
   def _check_shape(self, x: Any, what: str) -> None:
     if tuple(x.shape[1:]) != self.input_shape or x.ndim != len(self.input_shape) + 1:
-      raise InputError(f"{what}: expected a batch of shape (N, {', '.join(map(str, self.input_shape))})"
-                       f" for model '{self.name}', got {tuple(x.shape)}")
+      dims = ", ".join(map(str, self.input_shape))
+      raise InputError(f"{what}: expected a batch of shape (N, {dims}) for model "
+                       f"'{self.name}', got {tuple(x.shape)}")
 
   def quantize_input(self, x: Any) -> np.ndarray:
     """Float batch -> int8: clamp(rne(f32(x) * f32(1/s)) + z) with the input's parameters."""

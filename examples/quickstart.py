@@ -1,0 +1,62 @@
+"""jaxtiny quickstart: a Flax CNN and an ImageNet model, both as exact int8 graphs.
+
+1. Train a small CNN in fp32 on scikit-learn digits, quantize it with `jaxtiny.quantize`
+   and compare fp32 with int8 accuracy (the int8 numbers are what a microcontroller
+   computes, bit for bit).
+2. Load the ImageNet-pretrained int8 MCUNet-5FPS of tiny-training and classify the cat
+   photo bundled with scikit-image.
+
+Run: python examples/quickstart.py [--models DIR] [--epochs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+import jaxtiny as jt
+from jaxtiny import datasets, models, pretrain
+
+
+def digits_demo(epochs: int) -> None:
+  x_train, y_train, x_test, y_test = datasets.digits()
+  model = models.DigitsCNN()
+  variables = pretrain.fit_fp32(model, x_train, y_train, epochs=epochs, progress=True)
+  fp32 = pretrain.accuracy(model.apply(variables, x_test), y_test)
+  qm = jt.quantize(model, variables, x_train)
+  print(qm.summary())
+  int8 = pretrain.accuracy(qm.apply(qm.quantize_input(x_test)), y_test)
+  print(f"\ndigits test accuracy ({len(x_test)} images): fp32 {fp32:.2%}, int8 {int8:.2%}\n")
+
+
+def imagenet_demo(models_dir: Path | None) -> None:
+  if models_dir is None:
+    print("shared models not found (set JAXTINY_MODELS or pass --models): skipping ImageNet")
+    return
+  from skimage import data
+
+  qm = jt.load_tinytraining(models_dir / "mcunet-5fps.pkl")
+  print(qm.summary().split("\n\n")[-1])
+  x8 = qm.quantize_input(datasets.imagenet_preprocess(data.chelsea())[None])
+  t = time.perf_counter()
+  y8 = np.asarray(qm.apply(x8))[0].astype(np.int32)
+  top5 = np.argsort(-y8, kind="stable")[:5]
+  print(f"chelsea.png top-5 ImageNet classes: {top5.tolist()} (285 Egyptian cat, 281 tabby, "
+        f"282 tiger cat); int8 logits {y8[top5].tolist()}; "
+        f"simulation {time.perf_counter() - t:.2f} s (first call compiles)")
+
+
+def main() -> None:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--models", type=Path, default=None, help="folder of the shared .pkl models")
+  p.add_argument("--epochs", type=int, default=25)
+  args = p.parse_args()
+  digits_demo(args.epochs)
+  imagenet_demo(args.models or datasets.shared_models_dir())
+
+
+if __name__ == "__main__":
+  main()

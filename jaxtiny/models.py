@@ -1,0 +1,27 @@
+"""Small Flax reference networks for the examples, tests and benchmarks."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+class DigitsCNN(nn.Module):
+  """A MobileNet-style CNN for 8x8 images: conv, BatchNorm, ReLU6, depthwise, pooling."""
+
+  num_classes: int = 10
+  width: int = 16
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    def bn(h):
+      return nn.BatchNorm(use_running_average=not train, momentum=0.9)(h)
+
+    x = nn.relu6(bn(nn.Conv(self.width, (3, 3), use_bias=False)(x)))
+    x = nn.relu6(bn(nn.Conv(self.width, (3, 3), strides=2, feature_group_count=self.width,
+                            use_bias=False)(x)))
+    x = nn.relu6(bn(nn.Conv(2 * self.width, (1, 1), use_bias=False)(x)))
+    x = nn.max_pool(x, (2, 2), (2, 2))
+    x = jnp.mean(x, axis=(1, 2))
+    return nn.Dense(self.num_classes)(x)
