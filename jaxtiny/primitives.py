@@ -20,11 +20,12 @@ from jax import lax
 from jax.extend.core import Primitive
 from jax.interpreters import mlir
 
-from jaxtiny.numerics import INT8_MAX, INT8_MIN, INT32_MAX, INT32_MIN
+from jaxtiny.numerics import ADD_SHIFT, INT8_MAX, INT8_MIN, INT32_MAX, INT32_MIN
 
 F32, I32 = jnp.float32, jnp.int32
-# The int32 accumulator of a product sum must not overflow: |x| <= 128, |w| <= 127.
-MAX_REDUCTION = INT32_MAX // (128 * 127)
+# The int32 accumulator sum((x - z) * w) must not overflow: |x - z| <= 255, |w| <= 127.
+# (Intermediate terms may wrap: int32 arithmetic is modular, so only the total matters.)
+MAX_REDUCTION = INT32_MAX // (255 * 127)
 
 Padding = tuple[tuple[int, int], tuple[int, int]]
 
@@ -37,6 +38,14 @@ def _check_carriers(name: str, *avals: jax.core.ShapedArray) -> None:
   for a in avals:
     if a.dtype != F32:
       raise TypeError(f"{name}: int8 tensors travel as float32 carriers, got {a.dtype}")
+
+
+def _check_bias_multiplier(name: str, b, m, o: int) -> None:
+  if b.shape != (o,) or m.shape != (o,):
+    raise ValueError(f"{name}: bias {b.shape} and multiplier {m.shape} must be ({o},)")
+  # A float32 bias carrier is exact only up to 2**24: trainable biases stay below that.
+  _check_operand(name, "the bias", b, (I32, F32))
+  _check_operand(name, "the multiplier", m, (F32,))
 
 
 def _int(x: jax.Array) -> jax.Array:
@@ -62,11 +71,22 @@ def requantize(acc: jax.Array, m: jax.Array, y_zero: int, lo: int, hi: int) -> j
   return (t.astype(I32) + y_zero).astype(F32)
 
 
+def _check_operand(name: str, what: str, a: jax.core.ShapedArray, dtypes: tuple) -> None:
+  if a.dtype not in dtypes:
+    raise TypeError(f"{name}: {what} must be {' or '.join(map(str, dtypes))}, got {a.dtype}")
+
+
 def _register(p: Primitive, impl, abstract_eval) -> Primitive:
-  # Eager calls run the implementation compiled once per shape and parameters, rather
-  # than op by op.
+  # Eager calls run the implementation compiled once per shape and parameters (rather
+  # than op by op), after the same checks a traced call gets from the abstract eval.
   static = [k for k, v in inspect.signature(impl).parameters.items() if v.kind == v.KEYWORD_ONLY]
-  p.def_impl(jax.jit(impl, static_argnames=static))
+  compiled = jax.jit(impl, static_argnames=static)
+
+  def eager(*args, **params):
+    abstract_eval(*(jax.typeof(a) for a in args), **params)
+    return compiled(*args, **params)
+
+  p.def_impl(eager)
   p.def_abstract_eval(abstract_eval)
   mlir.register_lowering(p, mlir.lower_fun(impl, multiple_results=False))
   return p
@@ -104,10 +124,12 @@ def _qconv2d_abstract(x, w, b, m, *, strides, padding, groups, x_zero, y_zero, l
                      "do not agree")
   if kh * kw * ci > MAX_REDUCTION:
     raise ValueError(f"qconv2d: a reduction of {kh * kw * ci} products may overflow int32")
-  if b.shape != (o,) or m.shape != (o,):
-    raise ValueError(f"qconv2d: bias {b.shape} and multiplier {m.shape} must be ({o},)")
-  return _shaped((n, conv_out_size(h, kh, strides[0], padding[0]),
-                  conv_out_size(wd, kw, strides[1], padding[1]), o))
+  _check_bias_multiplier("qconv2d", b, m, o)
+  ho, wo = (conv_out_size(h, kh, strides[0], padding[0]),
+            conv_out_size(wd, kw, strides[1], padding[1]))
+  if ho <= 0 or wo <= 0:
+    raise ValueError(f"qconv2d: a {kh}x{kw} kernel does not fit the padded input {x.shape}")
+  return _shaped((n, ho, wo, o))
 
 
 _register(qconv2d_p, _qconv2d_impl, _qconv2d_abstract)
@@ -139,6 +161,7 @@ def _qdense_abstract(x, w, b, m, *, x_zero, y_zero, lo, hi):
     raise ValueError(f"qdense: input {x.shape} and weight {w.shape} (O, K) do not agree")
   if w.shape[1] > MAX_REDUCTION:
     raise ValueError(f"qdense: a reduction of {w.shape[1]} products may overflow int32")
+  _check_bias_multiplier("qdense", b, m, w.shape[0])
   return _shaped((x.shape[0], w.shape[0]))
 
 
@@ -162,8 +185,11 @@ def _qadd_impl(a, b, *, a_zero, b_zero, a_mult, b_mult, m, y_zero, lo, hi):
   return requantize(acc, F32(m), y_zero, lo, hi)
 
 
-def _qadd_abstract(a, b, **_):
+def _qadd_abstract(a, b, *, a_mult, b_mult, **_):
   _check_carriers("qadd", a, b)
+  if not (0 <= a_mult <= 2**ADD_SHIFT and 0 <= b_mult <= 2**ADD_SHIFT):
+    raise ValueError(f"qadd: input multipliers {a_mult}, {b_mult} must lie in [0, 2**{ADD_SHIFT}]"
+                     " so the int32 sum stays exact in float32")
   if a.shape != b.shape:
     raise ValueError(f"qadd: shapes {a.shape} and {b.shape} differ")
   return _shaped(a.shape)
@@ -207,6 +233,7 @@ def _pool_shape(x, window, strides, padding):
 
 def _qavgpool_abstract(x, m, *, window, strides, padding, **_):
   _check_carriers("qavgpool", x)
+  _check_operand("qavgpool", "the multiplier", m, (F32,))
   shape = _pool_shape(x, window, strides, padding)
   if m.ndim and m.shape != shape[1:3]:
     raise ValueError(f"qavgpool: multiplier {m.shape} must be scalar or {shape[1:3]}")
@@ -219,6 +246,7 @@ _register(qavgpool_p, _qavgpool_impl, _qavgpool_abstract)
 def qavgpool(x, m, *, window: tuple[int, int], strides: tuple[int, int], padding: Padding,
              x_zero: int, y_zero: int, lo: int = INT8_MIN, hi: int = INT8_MAX) -> jax.Array:
   """y = clamp(rne(f32(sum over window of (x - zx)) * m) + zy); m scalar or per position."""
+  m = m if hasattr(m, "dtype") else np.float32(m)  # a plain Python number is a scalar M
   return qavgpool_p.bind(x, m, window=tuple(window), strides=tuple(strides),
                          padding=tuple(tuple(p) for p in padding), x_zero=int(x_zero),
                          y_zero=int(y_zero), lo=int(lo), hi=int(hi))

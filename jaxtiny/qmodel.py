@@ -128,6 +128,8 @@ class QModel:
     if not np.issubdtype(x.dtype, np.floating):
       raise InputError(f"quantize_input expects a floating-point batch, got {x.dtype}")
     self._check_shape(x, "quantize_input")
+    if not np.all(np.isfinite(x)):
+      raise InputError("quantize_input: the batch contains NaN or infinite values")
     return self.input_qparams.quantize(x)
 
   def dequantize_output(self, y8: Any) -> np.ndarray:

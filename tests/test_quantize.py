@@ -189,5 +189,7 @@ def test_bad_inputs():
     qm.apply(np.zeros((2, 16, 16, 1), np.int8))
   with pytest.raises(jt.InputError, match="expected a batch"):
     qm.apply(np.zeros((16, 16, 3), np.int8))
+  with pytest.raises(jt.InputError, match="NaN"):
+    qm.quantize_input(np.full((1, 16, 16, 3), np.inf, np.float32))
   with pytest.raises(jt.InputError, match="floating-point"):
     qm.quantize_input(np.zeros((2, 16, 16, 3), np.int8))

@@ -1,0 +1,1 @@
+"""jaxtiny lowering: jaxpr -> op list -> blob, and the numpy reference kernels."""
