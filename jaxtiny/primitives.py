@@ -30,11 +30,11 @@ MAX_REDUCTION = INT32_MAX // (255 * 127)
 Padding = tuple[tuple[int, int], tuple[int, int]]
 
 
-def _shaped(shape: Sequence[int]) -> jax.core.ShapedArray:
+def shaped(shape: Sequence[int]) -> jax.core.ShapedArray:
   return jax.core.ShapedArray(tuple(int(d) for d in shape), F32)
 
 
-def _check_carriers(name: str, *avals: jax.core.ShapedArray) -> None:
+def check_carriers(name: str, *avals: jax.core.ShapedArray) -> None:
   for a in avals:
     if a.dtype != F32:
       raise TypeError(f"{name}: int8 tensors travel as float32 carriers, got {a.dtype}")
@@ -53,7 +53,7 @@ def _int(x: jax.Array) -> jax.Array:
   return x.astype(I32)
 
 
-def _sat_add(a: jax.Array, b: jax.Array) -> jax.Array:
+def sat_add(a: jax.Array, b: jax.Array) -> jax.Array:
   """int32 a + b, saturating instead of wrapping (imported models carry biases of +-2**31)."""
   r = a + b
   overflow = ((a ^ r) & (b ^ r)) < 0
@@ -76,7 +76,7 @@ def _check_operand(name: str, what: str, a: jax.core.ShapedArray, dtypes: tuple)
     raise TypeError(f"{name}: {what} must be {' or '.join(map(str, dtypes))}, got {a.dtype}")
 
 
-def _register(p: Primitive, impl, abstract_eval) -> Primitive:
+def register(p: Primitive, impl, abstract_eval) -> Primitive:
   # Eager calls run the implementation compiled once per shape and parameters (rather
   # than op by op), after the same checks a traced call gets from the abstract eval.
   static = [k for k, v in inspect.signature(impl).parameters.items() if v.kind == v.KEYWORD_ONLY]
@@ -88,7 +88,7 @@ def _register(p: Primitive, impl, abstract_eval) -> Primitive:
 
   p.def_impl(eager)
   p.def_abstract_eval(abstract_eval)
-  mlir.register_lowering(p, mlir.lower_fun(impl, multiple_results=False))
+  mlir.register_lowering(p, mlir.lower_fun(impl, multiple_results=p.multiple_results))
   return p
 
 
@@ -111,12 +111,12 @@ def _qconv2d_impl(x, w, b, m, *, strides, padding, groups, x_zero, y_zero, lo, h
     preferred_element_type=I32)
   # Padding holds x_zero, so sum((x - z) * w) = sum(x * w) - z * sum(w) over every window.
   wsum = jnp.sum(_int(w), axis=(1, 2, 3))
-  acc = _sat_add(dot - x_zero * wsum, _int(b))
+  acc = sat_add(dot - x_zero * wsum, _int(b))
   return requantize(acc, m, y_zero, lo, hi)
 
 
 def _qconv2d_abstract(x, w, b, m, *, strides, padding, groups, x_zero, y_zero, lo, hi):
-  _check_carriers("qconv2d", x, w)
+  check_carriers("qconv2d", x, w)
   n, h, wd, c = x.shape
   o, kh, kw, ci = w.shape
   if c != ci * groups or o % groups:
@@ -129,10 +129,10 @@ def _qconv2d_abstract(x, w, b, m, *, strides, padding, groups, x_zero, y_zero, l
             conv_out_size(wd, kw, strides[1], padding[1]))
   if ho <= 0 or wo <= 0:
     raise ValueError(f"qconv2d: a {kh}x{kw} kernel does not fit the padded input {x.shape}")
-  return _shaped((n, ho, wo, o))
+  return shaped((n, ho, wo, o))
 
 
-_register(qconv2d_p, _qconv2d_impl, _qconv2d_abstract)
+register(qconv2d_p, _qconv2d_impl, _qconv2d_abstract)
 
 
 def qconv2d(x, w, b, m, *, strides: tuple[int, int], padding: Padding, groups: int,
@@ -151,21 +151,21 @@ qdense_p = Primitive("jt_qdense")
 def _qdense_impl(x, w, b, m, *, x_zero, y_zero, lo, hi):
   dot = lax.dot_general(_int(x).astype(jnp.int8), _int(w).astype(jnp.int8),
                         (((1,), (1,)), ((), ())), preferred_element_type=I32)
-  acc = _sat_add(dot - x_zero * jnp.sum(_int(w), axis=1), _int(b))
+  acc = sat_add(dot - x_zero * jnp.sum(_int(w), axis=1), _int(b))
   return requantize(acc, m, y_zero, lo, hi)
 
 
 def _qdense_abstract(x, w, b, m, *, x_zero, y_zero, lo, hi):
-  _check_carriers("qdense", x, w)
+  check_carriers("qdense", x, w)
   if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[1]:
     raise ValueError(f"qdense: input {x.shape} and weight {w.shape} (O, K) do not agree")
   if w.shape[1] > MAX_REDUCTION:
     raise ValueError(f"qdense: a reduction of {w.shape[1]} products may overflow int32")
   _check_bias_multiplier("qdense", b, m, w.shape[0])
-  return _shaped((x.shape[0], w.shape[0]))
+  return shaped((x.shape[0], w.shape[0]))
 
 
-_register(qdense_p, _qdense_impl, _qdense_abstract)
+register(qdense_p, _qdense_impl, _qdense_abstract)
 
 
 def qdense(x, w, b, m, *, x_zero: int, y_zero: int, lo: int = INT8_MIN,
@@ -186,16 +186,16 @@ def _qadd_impl(a, b, *, a_zero, b_zero, a_mult, b_mult, m, y_zero, lo, hi):
 
 
 def _qadd_abstract(a, b, *, a_mult, b_mult, **_):
-  _check_carriers("qadd", a, b)
+  check_carriers("qadd", a, b)
   if not (0 <= a_mult <= 2**ADD_SHIFT and 0 <= b_mult <= 2**ADD_SHIFT):
     raise ValueError(f"qadd: input multipliers {a_mult}, {b_mult} must lie in [0, 2**{ADD_SHIFT}]"
                      " so the int32 sum stays exact in float32")
   if a.shape != b.shape:
     raise ValueError(f"qadd: shapes {a.shape} and {b.shape} differ")
-  return _shaped(a.shape)
+  return shaped(a.shape)
 
 
-_register(qadd_p, _qadd_impl, _qadd_abstract)
+register(qadd_p, _qadd_impl, _qadd_abstract)
 
 
 def qadd(a, b, *, a_zero: int, b_zero: int, a_mult: int, b_mult: int, m: float,
@@ -222,7 +222,7 @@ def _qavgpool_impl(x, m, *, window, strides, padding, x_zero, y_zero, lo, hi):
   return requantize(acc, mm, y_zero, lo, hi)
 
 
-def _pool_shape(x, window, strides, padding):
+def pool_shape(x, window, strides, padding):
   n, h, w, c = x.shape
   ho = conv_out_size(h, window[0], strides[0], padding[0])
   wo = conv_out_size(w, window[1], strides[1], padding[1])
@@ -232,15 +232,15 @@ def _pool_shape(x, window, strides, padding):
 
 
 def _qavgpool_abstract(x, m, *, window, strides, padding, **_):
-  _check_carriers("qavgpool", x)
+  check_carriers("qavgpool", x)
   _check_operand("qavgpool", "the multiplier", m, (F32,))
-  shape = _pool_shape(x, window, strides, padding)
+  shape = pool_shape(x, window, strides, padding)
   if m.ndim and m.shape != shape[1:3]:
     raise ValueError(f"qavgpool: multiplier {m.shape} must be scalar or {shape[1:3]}")
-  return _shaped(shape)
+  return shaped(shape)
 
 
-_register(qavgpool_p, _qavgpool_impl, _qavgpool_abstract)
+register(qavgpool_p, _qavgpool_impl, _qavgpool_abstract)
 
 
 def qavgpool(x, m, *, window: tuple[int, int], strides: tuple[int, int], padding: Padding,
@@ -264,11 +264,11 @@ def _qmaxpool_impl(x, *, window, strides, padding):
 
 
 def _qmaxpool_abstract(x, *, window, strides, padding):
-  _check_carriers("qmaxpool", x)
-  return _shaped(_pool_shape(x, window, strides, padding))
+  check_carriers("qmaxpool", x)
+  return shaped(pool_shape(x, window, strides, padding))
 
 
-_register(qmaxpool_p, _qmaxpool_impl, _qmaxpool_abstract)
+register(qmaxpool_p, _qmaxpool_impl, _qmaxpool_abstract)
 
 
 def qmaxpool(x, *, window: tuple[int, int], strides: tuple[int, int],
@@ -288,11 +288,11 @@ def _qrequant_impl(x, *, x_zero, m, y_zero, lo, hi):
 
 
 def _qrequant_abstract(x, **_):
-  _check_carriers("qrequant", x)
-  return _shaped(x.shape)
+  check_carriers("qrequant", x)
+  return shaped(x.shape)
 
 
-_register(qrequant_p, _qrequant_impl, _qrequant_abstract)
+register(qrequant_p, _qrequant_impl, _qrequant_abstract)
 
 
 def qrequant(x, *, x_zero: int, m: float, y_zero: int, lo: int = INT8_MIN,
@@ -318,7 +318,7 @@ def _qconcat_impl(*xs, axis, zeros, mults, y_zero):
 
 
 def _qconcat_abstract(*xs, axis, zeros, mults, y_zero):
-  _check_carriers("qconcat", *xs)
+  check_carriers("qconcat", *xs)
   if not 0 < axis < xs[0].ndim:
     raise ValueError(f"qconcat: axis {axis} must be a non-batch axis")
   shape = list(xs[0].shape)
@@ -327,10 +327,10 @@ def _qconcat_abstract(*xs, axis, zeros, mults, y_zero):
         d != e for i, (d, e) in enumerate(zip(x.shape, shape)) if i != axis):
       raise ValueError(f"qconcat: shapes {[tuple(v.shape) for v in xs]} differ off axis {axis}")
   shape[axis] = sum(x.shape[axis] for x in xs)
-  return _shaped(shape)
+  return shaped(shape)
 
 
-_register(qconcat_p, _qconcat_impl, _qconcat_abstract)
+register(qconcat_p, _qconcat_impl, _qconcat_abstract)
 
 
 def qconcat(xs: Sequence[jax.Array], *, axis: int, zeros: Sequence[int],
@@ -350,13 +350,13 @@ def _qreshape_impl(x, *, shape):
 
 
 def _qreshape_abstract(x, *, shape):
-  _check_carriers("qreshape", x)
+  check_carriers("qreshape", x)
   if int(np.prod(shape)) != int(np.prod(x.shape[1:])):
     raise ValueError(f"qreshape: cannot reshape {x.shape[1:]} to {shape}")
-  return _shaped((x.shape[0], *shape))
+  return shaped((x.shape[0], *shape))
 
 
-_register(qreshape_p, _qreshape_impl, _qreshape_abstract)
+register(qreshape_p, _qreshape_impl, _qreshape_abstract)
 
 
 def qreshape(x, *, shape: Sequence[int]) -> jax.Array:

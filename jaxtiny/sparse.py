@@ -1,0 +1,189 @@
+"""Sparse update: which biases, layers and channels train, and what that costs in memory."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from jaxtiny.autodiff import LayerPlan, selection_axis
+from jaxtiny.optim import Optimizer
+from jaxtiny.qmodel import QModel
+
+RATIOS = (0.125, 0.25, 0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class SparseUpdate:
+  """A sparse-update scheme.
+
+  bias_last: the biases of the last k layers train (layer indices as in DESIGN.md: conv and
+  dense layers in order from 0, the classifier excluded; the classifier always trains).
+  weights: {layer index: ratio}: that layer's weights train on a fraction of its input
+  channels (a depthwise layer: of its channels), chosen by `select` at compile time.
+  weights_last: the whole weights of the last k layers train (a full last-k update).
+  """
+
+  bias_last: int = 0
+  weights: Mapping[int, float] = field(default_factory=dict)
+  select: str = "magnitude"
+  weights_last: int = 0
+
+  def __post_init__(self) -> None:
+    if self.bias_last < 0 or self.weights_last < 0:
+      raise ValueError("bias_last and weights_last must be >= 0")
+    if self.select not in ("magnitude", "first"):
+      raise ValueError(f"select must be 'magnitude' or 'first', got {self.select!r}")
+    for i, r in self.weights.items():
+      if not 0 < r <= 1:
+        raise ValueError(f"weights[{i}] = {r}: a ratio must lie in (0, 1]")
+    object.__setattr__(self, "weights", dict(sorted(self.weights.items())))
+
+  @classmethod
+  def last_layers(cls, k: int) -> SparseUpdate:
+    """Full update (all weights and biases) of the last k layers and the classifier."""
+    return cls(bias_last=k, weights_last=k)
+
+  def __hash__(self) -> int:
+    return hash((self.bias_last, tuple(self.weights.items()), self.select, self.weights_last))
+
+  def ratios(self, n_layers: int) -> dict[int, float]:
+    """Layer index -> trained fraction of its weight, for a model of n_layers layers."""
+    out = dict(self.weights)
+    for i in range(max(0, n_layers - self.weights_last), n_layers):
+      out[i] = 1.0
+    return out
+
+  def describe(self) -> str:
+    w = ", ".join(f"{i}: {r:g}" for i, r in self.weights.items())
+    last = f", weights_last={self.weights_last}" if self.weights_last else ""
+    return f"bias_last={self.bias_last}, weights={{{w}}}{last}"
+
+
+def select_channels(qm: QModel, index: int, ratio: float, select: str) -> tuple[int, ...]:
+  """The channels of layer `index` that train: a fraction `ratio`, by weight magnitude
+  (the L2 norm of the real weights reading each channel) or the first ones."""
+  n = qm.layer(index)
+  axis = selection_axis(qm, n)
+  if axis < 0:
+    if ratio < 1:
+      raise ValueError(f"layer {index} ('{n.name}') is a grouped convolution: only ratio 1")
+    return ()
+  w = qm.params[n.name]["weight"].astype(np.float64)
+  w = w * n.arrays["w_scale"].astype(np.float64).reshape((-1,) + (1,) * (w.ndim - 1))
+  total = w.shape[axis]
+  k = max(1, math.ceil(ratio * total - 1e-9))
+  if select == "first":
+    return tuple(range(k))
+  norms = np.sqrt((np.moveaxis(w, axis, 0).reshape(total, -1) ** 2).sum(axis=1))
+  top = np.argsort(-norms, kind="stable")[:k]
+  return tuple(int(c) for c in sorted(top))
+
+
+def layer_plans(qm: QModel, update: SparseUpdate) -> dict[str, LayerPlan]:
+  """The plan of every trained conv/dense layer (the classifier included)."""
+  layers = qm.layers
+  n_layers = len(layers) - 1
+  ratios = update.ratios(n_layers)
+  bad = [i for i in ratios if not 0 <= i < n_layers]
+  if bad:
+    raise ValueError(f"SparseUpdate.weights names layers {bad}; this model has layers "
+                     f"0..{n_layers - 1} (the classifier always trains and has no index)")
+  plans: dict[str, LayerPlan] = {}
+  for i, n in enumerate(layers):
+    is_cls = i == n_layers
+    bias = is_cls or i >= n_layers - update.bias_last
+    channels: tuple[int, ...] | None = None
+    axis = selection_axis(qm, n)
+    total = qm.params[n.name]["weight"].shape[axis] if axis >= 0 else 0
+    if is_cls:
+      channels = tuple(range(total))
+    elif i in ratios:
+      channels = select_channels(qm, i, ratios[i], update.select) or None
+      if channels is None:  # grouped conv trained whole
+        channels, total = (), 0
+    if channels is None and not bias:
+      continue
+    plans[n.name] = LayerPlan(channels, bias, axis,
+                              channels is not None and len(channels) == total)
+  return plans
+
+
+def trained_weight_shape(qm: QModel, name: str, plan: LayerPlan) -> tuple[int, ...]:
+  shape = list(qm.params[name]["weight"].shape)
+  if plan.channels is not None and not plan.all_channels:
+    shape[plan.axis] = len(plan.channels)
+  return tuple(shape)
+
+
+@dataclass(frozen=True)
+class UpdateCost:
+  """Bytes a training step needs beyond inference, by kind (batch 1)."""
+
+  trainable_weights: int
+  trainable_biases: int
+  optimizer_state: int
+  saved_activations: int
+  masks: int
+  gradient_buffers: int
+
+  @property
+  def persistent(self) -> int:
+    """What lives across steps: trained parameters and optimizer state."""
+    return self.trainable_weights + self.trainable_biases + self.optimizer_state
+
+  @property
+  def total(self) -> int:
+    return (self.persistent + self.saved_activations + self.masks + self.gradient_buffers)
+
+  def table(self) -> str:
+    rows = [("trainable weights (int8)", self.trainable_weights),
+            ("trainable biases (int32)", self.trainable_biases),
+            ("optimizer state (fp32)", self.optimizer_state),
+            ("saved activations (int8)", self.saved_activations),
+            ("clamp masks (1 bit)", self.masks),
+            ("gradient buffers (fp32)", self.gradient_buffers),
+            ("total", self.total)]
+    return "\n".join(f"{k:<28}{v:>10,} B" for k, v in rows)
+
+
+def update_cost(qm: QModel, update: SparseUpdate, optimizer: Optimizer | None = None
+                ) -> UpdateCost:
+  """The memory a sparse-update scheme adds to inference, broken down (batch 1).
+
+  Saved activations: a trained weight's input, restricted to the trained channels (max
+  pooling saves its input too). Masks: one bit per output element of every requantizing
+  op on the backward path (from the earliest trained layer on). Gradient buffers: the
+  largest fp32 input + output gradient pair of one backward op.
+  """
+  plans = layer_plans(qm, update)
+  slots = optimizer.slots if optimizer is not None else 0
+  weights = biases = 0
+  saved = masks = grad = 0
+  t = qm.tensors
+  for name, plan in plans.items():
+    if plan.channels is not None:
+      w = int(np.prod(trained_weight_shape(qm, name, plan)))
+      weights += w
+    if plan.bias:
+      biases += 4 * qm.params[name]["bias"].size
+  trained_elems = weights + biases // 4
+  first = min((pos for pos, n in enumerate(qm.nodes) if n.name in plans), default=None)
+  if first is not None:
+    for pos, n in enumerate(qm.nodes[first:], start=first):
+      out = int(np.prod(t[n.output].shape))
+      inp = int(np.prod(t[n.inputs[0]].shape))
+      plan = plans.get(n.name)
+      if plan is not None and plan.channels is not None:
+        x_shape = t[n.inputs[0]].shape
+        per_channel = int(np.prod(x_shape[:-1]))
+        saved += per_channel * (len(plan.channels) if plan.channels else x_shape[-1])
+      if n.op == "maxpool":
+        saved += inp
+      if n.op != "reshape" and n.op != "maxpool":
+        masks += math.ceil(out / 8)
+      needs_input_grad = pos > first
+      grad = max(grad, 4 * (out + (inp if needs_input_grad else 0)))
+  return UpdateCost(weights, biases, 4 * slots * trained_elems, saved, masks, grad)

@@ -1,0 +1,186 @@
+"""`tiny_train`: train a QModel the way the device will, in a jitted simulation.
+
+Every stored value is what the device stores: trained weights are int8 (float32 carriers
+holding integers in [-127, 127]), biases int32, and the update rounds them as the device
+does (`jaxtiny.optim`). Frozen parameters are constants of the step, so JAX's dead-code
+elimination prunes their gradients; the backward pass stops at the earliest trained layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxtiny.autodiff import LayerPlan, train_forward
+from jaxtiny.errors import InputError
+from jaxtiny.optim import F32, Optimizer, apply_bias, apply_weight, hash_uniform, sgd
+from jaxtiny.qmodel import QModel
+from jaxtiny.sparse import SparseUpdate, layer_plans, trained_weight_shape, update_cost
+
+State = dict[str, Any]
+LossFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def _take(a: np.ndarray, plan: LayerPlan) -> np.ndarray:
+  if plan.channels is None or plan.all_channels:
+    return a
+  return np.take(a, plan.channels, axis=plan.axis)
+
+
+class Trainer:
+  """The training step of one QModel, scheme, optimizer and loss."""
+
+  def __init__(self, qm: QModel, loss_fn: LossFn, optimizer: Optimizer, update: SparseUpdate,
+               qas: bool, rounding: str, seed: int):
+    if rounding not in ("nearest", "stochastic"):
+      raise ValueError(f"rounding must be 'nearest' or 'stochastic', got {rounding!r}")
+    self.qm, self.loss_fn, self.optimizer = qm, loss_fn, optimizer
+    self.update, self.qas, self.rounding, self.seed = update, qas, rounding, int(seed)
+    self.plans = layer_plans(qm, update)
+    self.cost = update_cost(qm, update, optimizer)
+    nodes = {n.name: n for n in qm.layers}
+    # Per trained parameter: 1/scale in real units (QAS) broadcast along the weight's
+    # output-channel axis, or 1 without QAS.
+    self._inv_w: dict[str, np.ndarray] = {}
+    self._inv_b: dict[str, np.ndarray] = {}
+    for name, plan in self.plans.items():
+      n = nodes[name]
+      s_w = n.arrays["w_scale"].astype(np.float64)
+      s_x = qm.tensors[n.inputs[0]].qparams.scale
+      shape = trained_weight_shape(qm, name, plan) if plan.channels is not None else None
+      if shape is not None:
+        sw = _take(s_w, plan) if plan.axis == 0 else s_w
+        inv = (1.0 / sw).reshape((-1,) + (1,) * (len(shape) - 1))
+        self._inv_w[name] = np.broadcast_to(inv if qas else np.ones_like(inv),
+                                            shape).astype(np.float32)
+      if plan.bias:
+        inv_b = 1.0 / (s_x * s_w)
+        self._inv_b[name] = (inv_b if qas else np.ones_like(inv_b)).astype(np.float32)
+    self._step = jax.jit(self._step_impl)
+
+  # --- state ------------------------------------------------------------------------------
+
+  def init(self) -> State:
+    """Trained parameters (from the model), optimizer state, step counter."""
+    weights = {k: jnp.asarray(_take(self.qm.params[k]["weight"], p), F32)
+               for k, p in self.plans.items() if p.channels is not None}
+    biases = {k: jnp.asarray(self.qm.params[k]["bias"]) for k, p in self.plans.items()
+              if p.bias}
+    opt = {"weights": {k: self.optimizer.init(v.shape) for k, v in weights.items()},
+           "biases": {k: self.optimizer.init(v.shape) for k, v in biases.items()}}
+    return {"weights": weights, "biases": biases, "opt": opt,
+            "step": jnp.zeros((), jnp.int32)}
+
+  def model(self, state: State) -> QModel:
+    """A QModel holding the learned int8 weights and int32 biases."""
+    params = {k: {"weight": v["weight"].copy(), "bias": v["bias"].copy()}
+              for k, v in self.qm.params.items()}
+    for k, w in state["weights"].items():
+      plan = self.plans[k]
+      w = np.asarray(w).astype(np.int8)
+      if plan.all_channels:
+        params[k]["weight"] = w
+      else:
+        idx = [slice(None)] * w.ndim
+        idx[plan.axis] = list(plan.channels)
+        params[k]["weight"][tuple(idx)] = w
+    for k, b in state["biases"].items():
+      params[k]["bias"] = np.asarray(b, np.int32)
+    return self.qm.with_params(params)
+
+  # --- the step ---------------------------------------------------------------------------
+
+  def logits(self, state: State, x8: jax.Array) -> jax.Array:
+    """Float32 logits (dequantized int8 outputs) of the current state."""
+    handles = {k: jnp.zeros(b.shape, F32) for k, b in state["biases"].items()}
+    y = train_forward(self.qm, self.plans, state["weights"], handles, state["biases"],
+                      jnp.asarray(x8, F32))
+    qp = self.qm.output_qparams
+    return F32(qp.scale) * (y - F32(qp.zero))
+
+  def _step_impl(self, state: State, x8: jax.Array, labels: jax.Array):
+    qp = self.qm.output_qparams
+
+    def loss_of(weights, handles):
+      y = train_forward(self.qm, self.plans, weights, handles, state["biases"], x8)
+      return self.loss_fn(F32(qp.scale) * (y - F32(qp.zero)), labels)
+
+    handles = {k: jnp.zeros(b.shape, F32) for k, b in state["biases"].items()}
+    loss, (g_w, g_b) = jax.value_and_grad(loss_of, argnums=(0, 1))(state["weights"], handles)
+    step = state["step"]
+    lr = self.optimizer.lr(step)
+    new_w, new_b, new_opt = {}, {}, {"weights": {}, "biases": {}}
+    for pid, (k, w) in enumerate(sorted(state["weights"].items())):
+      inv = self._inv_w[k]
+      d_real, new_opt["weights"][k] = self.optimizer.step(
+        g_w[k] * inv, state["opt"]["weights"][k], lr, step)
+      u = self._uniform(step, pid, w.shape)
+      new_w[k] = apply_weight(w, d_real * inv, u)
+    offset = len(state["weights"])
+    for pid, (k, b) in enumerate(sorted(state["biases"].items()), start=offset):
+      inv = self._inv_b[k]
+      d_real, new_opt["biases"][k] = self.optimizer.step(
+        g_b[k] * inv, state["opt"]["biases"][k], lr, step)
+      new_b[k] = apply_bias(b, d_real * inv, self._uniform(step, pid, b.shape))
+    return {"weights": new_w, "biases": new_b, "opt": new_opt, "step": step + 1}, loss
+
+  def _uniform(self, step, pid: int, shape) -> jax.Array | None:
+    if self.rounding == "nearest":
+      return None
+    return hash_uniform(self.seed, step, pid, shape)
+
+  def step(self, state: State, x8: Any, labels: Any) -> tuple[State, jax.Array]:
+    """One training step on a batch (the device runs batch 1); returns (state, loss)."""
+    x8 = self._check_batch(x8)
+    labels = np.asarray(labels)
+    if labels.shape != (x8.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
+      raise InputError(f"labels must be integers of shape ({x8.shape[0]},), got "
+                       f"{labels.dtype}{list(labels.shape)}")
+    n_classes = self.qm.output_shape[0]
+    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+      raise InputError(f"labels must lie in [0, {n_classes}), got "
+                       f"[{labels.min()}, {labels.max()}]")
+    return self._step(state, jnp.asarray(x8, F32), jnp.asarray(labels, jnp.int32))
+
+  def _check_batch(self, x8: Any) -> np.ndarray:
+    x8 = np.asarray(x8)
+    if x8.dtype != np.int8:
+      raise InputError(f"step expects an int8 batch, got {x8.dtype}; use qm.quantize_input")
+    if x8.shape[1:] != self.qm.input_shape:
+      raise InputError(f"step expects a batch of shape (N, "
+                       f"{', '.join(map(str, self.qm.input_shape))}), got {x8.shape}")
+    return x8
+
+  def step_jaxpr(self, state: State, batch: int = 1):
+    """The closed jaxpr of one training step at `batch` (the lowering's input)."""
+    x = jnp.zeros((batch, *self.qm.input_shape), F32)
+    y = jnp.zeros((batch,), jnp.int32)
+    return jax.make_jaxpr(self._step_impl)(state, x, y)
+
+
+def tiny_train(qm: QModel, optimizer: Optimizer | None = None,
+               update: SparseUpdate | None = None, qas: bool = True,
+               rounding: str = "nearest", seed: int = 0) -> Callable[[LossFn], Trainer]:
+  """Decorator: `trainer = tiny_train(qm, ...)(loss_fn)`; loss_fn(logits, labels) -> scalar.
+
+  optimizer: `sgd(lr)` (default sgd(0.05)), `sgd(lr, momentum)` or `adam(lr)`.
+  update: a SparseUpdate (default: the classifier only). qas: quantization-aware scaling.
+  rounding: "nearest" or "stochastic" (seeded, identical on the device).
+  """
+  opt = optimizer if optimizer is not None else sgd(0.05)
+  scheme = update if update is not None else SparseUpdate()
+
+  def wrap(loss_fn: LossFn) -> Trainer:
+    return Trainer(qm, loss_fn, opt, scheme, qas, rounding, seed)
+
+  return wrap
+
+
+def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Mean softmax cross-entropy with integer labels."""
+  logp = jax.nn.log_softmax(logits, axis=-1)
+  return -jnp.mean(jnp.take_along_axis(logp, labels[:, None], axis=-1))
