@@ -13,7 +13,7 @@ import numpy as np
 from jaxtiny import primitives as P
 from jaxtiny.errors import InputError
 from jaxtiny.graph import LINEAR_OPS, Node, peak_live_bytes
-from jaxtiny.numerics import QParams
+from jaxtiny.numerics import INT8_MAX, INT8_MIN, WEIGHT_MAX, QParams, multiplier, quantize_weight
 
 Params = dict[str, dict[str, Any]]
 
@@ -178,6 +178,66 @@ class QModel:
     return QModel(self.nodes, self.tensors, self.input_id, self.output_id, params,
                   self.input_shape, self.name)
 
+  # --- derived models -------------------------------------------------------------------
+
+  def split(self, index: int) -> tuple[QModel, QModel]:
+    """(prefix, suffix) cut at the input of layer `index`: prefix.apply gives the int8
+    tensor that suffix.apply continues from, so suffix(prefix(x)) == self(x) bit for bit.
+
+    Training a scheme whose earliest trained layer is at or after `index` on cached prefix
+    outputs is exactly training the whole model, at a fraction of the cost.
+    """
+    cut_node = self.layer(index)
+    pos = self.nodes.index(cut_node)
+    cut = cut_node.inputs[0]
+    before, after = self.nodes[:pos], self.nodes[pos:]
+    produced = {n.output for n in before} | {self.input_id}
+    crossing = {t for n in after for t in n.inputs if t in produced} - {cut}
+    if crossing:
+      raise ValueError(f"cannot split '{self.name}' at layer {index}: tensors {sorted(crossing)}"
+                       " made before it are read after it (a residual crosses the cut)")
+    keep = lambda nodes, extra: {t: self.tensors[t] for t in  # noqa: E731
+                                 {n.output for n in nodes} | extra}
+    prefix = _Prefix(before, keep(before, {self.input_id}), self.input_id, cut, self.params,
+                     self.input_shape, f"{self.name}[:{index}]")
+    suffix = QModel(after, keep(after, {cut}), cut, self.output_id,
+                    {k: v for k, v in self.params.items() if any(n.name == k for n in after)},
+                    name=f"{self.name}[{index}:]")
+    return prefix, suffix
+
+  def with_classifier(self, num_classes: int, seed: int = 0, logit_range: float = 16.0
+                      ) -> QModel:
+    """The same network with a new trainable dense classifier of `num_classes` outputs.
+
+    Weights are drawn from N(0, 1/K) (K inputs) and quantized per output channel with
+    the range +-4 standard deviations, so learned weights have room to grow; the bias
+    starts at 0; the logits are quantized symmetrically over [-logit_range, logit_range].
+    """
+    cls = self.classifier
+    if cls.op != "dense" or cls.output != self.output_id:
+      raise ValueError("with_classifier needs a dense classifier that produces the output")
+    if num_classes < 2:
+      raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    k = self.tensors[cls.inputs[0]].shape[0]
+    sx = self.tensors[cls.inputs[0]].qparams.scale
+    rng = np.random.default_rng(seed)
+    sigma = 1.0 / np.sqrt(k)
+    w = rng.normal(0.0, sigma, (num_classes, k))
+    s_w = np.full(num_classes, 4 * sigma / WEIGHT_MAX, np.float32)
+    yq = QParams(2 * logit_range / 255, 0)
+    node = Node("dense", cls.name, cls.inputs, cls.output, dict(cls.attrs, lo=INT8_MIN,
+                                                                 hi=INT8_MAX),
+                {"multiplier": multiplier(sx * s_w.astype(np.float64) / yq.scale),
+                 "w_scale": s_w}, cls.index)
+    nodes = [node if n is cls else n for n in self.nodes]
+    tensors = dict(self.tensors)
+    tensors[cls.output] = TensorSpec((num_classes,), yq)
+    params = dict(self.params)
+    params[cls.name] = {"weight": quantize_weight(w, s_w),
+                        "bias": np.zeros(num_classes, np.int32)}
+    return QModel(nodes, tensors, self.input_id, self.output_id, params, self.input_shape,
+                  f"{self.name}+head{num_classes}")
+
   # --- introspection ----------------------------------------------------------------------
 
   @property
@@ -185,12 +245,20 @@ class QModel:
     """Conv/dense nodes in network order; `layers[i].index == i`, the classifier last."""
     return [n for n in self.nodes if n.op in LINEAR_OPS]
 
+  @property
+  def num_layers(self) -> int:
+    """Indexed layers of the network (the classifier excluded; a split-off suffix keeps
+    the indices of the whole network)."""
+    return max((n.index for n in self.layers if n.index is not None), default=-1) + 1
+
   def layer(self, index: int) -> Node:
-    layers = self.layers
-    if not 0 <= index < len(layers) - 1:
-      raise IndexError(f"layer index {index} out of range 0..{len(layers) - 2} "
-                       "(the classifier has no index)")
-    return layers[index]
+    for n in self.layers:
+      if n.index == index:
+        return n
+    present = [n.index for n in self.layers if n.index is not None]
+    span = f"{min(present)}..{max(present)}" if present else "none"
+    raise IndexError(f"layer index {index} is not in model '{self.name}' (layers {span}; "
+                     "the classifier has no index)")
 
   @property
   def classifier(self) -> Node:
@@ -237,3 +305,11 @@ class QModel:
   def __repr__(self) -> str:
     return (f"QModel('{self.name}', input={self.input_shape}, output={self.output_shape}, "
             f"layers={len(self.layers)})")
+
+
+class _Prefix(QModel):
+  """The part of a split model before the cut: its output is an int8 feature map."""
+
+  @property
+  def classifier(self) -> Node:
+    raise AttributeError("a model prefix has no classifier")

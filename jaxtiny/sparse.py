@@ -84,17 +84,20 @@ def select_channels(qm: QModel, index: int, ratio: float, select: str) -> tuple[
 
 def layer_plans(qm: QModel, update: SparseUpdate) -> dict[str, LayerPlan]:
   """The plan of every trained conv/dense layer (the classifier included)."""
-  layers = qm.layers
-  n_layers = len(layers) - 1
+  n_layers = qm.num_layers
   ratios = update.ratios(n_layers)
-  bad = [i for i in ratios if not 0 <= i < n_layers]
-  if bad:
-    raise ValueError(f"SparseUpdate.weights names layers {bad}; this model has layers "
-                     f"0..{n_layers - 1} (the classifier always trains and has no index)")
+  present = {n.index for n in qm.layers if n.index is not None}
+  bias_from = n_layers - update.bias_last
+  bad = sorted(i for i in ratios if i not in present)
+  if bad or (update.bias_last and bias_from < min(present, default=0)):
+    span = f"{min(present)}..{max(present)}" if present else "none"
+    raise ValueError(f"{update.describe()} names layers outside model '{qm.name}' "
+                     f"(layers {span}; the classifier always trains and has no index)")
   plans: dict[str, LayerPlan] = {}
-  for i, n in enumerate(layers):
-    is_cls = i == n_layers
-    bias = is_cls or i >= n_layers - update.bias_last
+  for n in qm.layers:
+    i = n.index
+    is_cls = n is qm.classifier
+    bias = is_cls or i >= bias_from
     channels: tuple[int, ...] | None = None
     axis = selection_axis(qm, n)
     total = qm.params[n.name]["weight"].shape[axis] if axis >= 0 else 0
