@@ -25,3 +25,22 @@ class DigitsCNN(nn.Module):
     x = nn.max_pool(x, (2, 2), (2, 2))
     x = jnp.mean(x, axis=(1, 2))
     return nn.Dense(self.num_classes)(x)
+
+
+class MotionCNN(nn.Module):
+  """A small 1-D CNN for multichannel sensor signals (N, L, C)."""
+
+  num_classes: int = 4
+  width: int = 16
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    def bn(h):
+      return nn.BatchNorm(use_running_average=not train, momentum=0.9)(h)
+
+    x = nn.relu6(bn(nn.Conv(self.width, (5,), strides=2, use_bias=False)(x)))
+    x = nn.relu6(bn(nn.Conv(self.width, (5,), strides=2, feature_group_count=self.width,
+                            use_bias=False)(x)))
+    x = nn.relu6(bn(nn.Conv(2 * self.width, (1,), use_bias=False)(x)))
+    x = jnp.mean(x, axis=1)
+    return nn.Dense(self.num_classes)(x)

@@ -75,17 +75,17 @@ def _clip(y, attrs):
   return y
 
 
-def _float_node(n: Node, ins: list, shapes: dict) -> jax.Array:
+def _float_node(n: Node, ins: list, shapes: dict, p: dict) -> jax.Array:
   a = n.attrs
   if n.op == "conv2d":
-    y = lax.conv_general_dilated(ins[0], n.arrays["weight"], a["strides"], a["padding"],
+    y = lax.conv_general_dilated(ins[0], p["weight"], a["strides"], a["padding"],
                                  dimension_numbers=("NHWC", "OHWI", "NHWC"),
                                  feature_group_count=a["groups"],
                                  precision=lax.Precision.HIGHEST)
-    return _clip(y + n.arrays["bias"], a)
+    return _clip(y + p["bias"], a)
   if n.op == "dense":
-    y = jnp.dot(ins[0], n.arrays["weight"].T, precision=lax.Precision.HIGHEST)
-    return _clip(y + n.arrays["bias"], a)
+    y = jnp.dot(ins[0], p["weight"].T, precision=lax.Precision.HIGHEST)
+    return _clip(y + p["bias"], a)
   if n.op == "add":
     return _clip(ins[0] + ins[1], a)
   if n.op == "avgpool":
@@ -105,13 +105,45 @@ def _float_node(n: Node, ins: list, shapes: dict) -> jax.Array:
   raise UnsupportedError(f"float node {n.op}")
 
 
-def float_forward(nodes: list[Node], shapes: dict, input_id: int, x: jax.Array
-                  ) -> dict[int, jax.Array]:
-  """Run the float graph; every tensor by id."""
+def float_forward(nodes: list[Node], shapes: dict, input_id: int, x: jax.Array,
+                  params: dict | None = None) -> dict[int, jax.Array]:
+  """Run the float graph; every tensor by id. `params` ({layer: {"weight", "bias"}})
+  override the weights and biases held by the nodes (for float training)."""
+  params = params or {}
   env = {input_id: x.reshape((x.shape[0], *shapes[input_id]))}
   for n in nodes:
-    env[n.output] = _float_node(n, [env[i] for i in n.inputs], shapes)
+    env[n.output] = _float_node(n, [env[i] for i in n.inputs], shapes,
+                                params.get(n.name, n.arrays))
   return env
+
+
+def dequantized_graph(qm: QModel) -> tuple[list[Node], dict[int, tuple[int, ...]]]:
+  """The float graph of a QModel: weights and biases dequantized, every requantizing op
+  clamped to the real range of its int8 output (which is how the imported models express
+  ReLU6). The fp32 counterpart of the same network, for baselines."""
+  t = qm.tensors
+  nodes = []
+  for n in qm.nodes:
+    y = t[n.output].qparams
+    x = t[n.inputs[0]].qparams
+    a, arrays = n.attrs, {}
+    attrs = {k: v for k, v in a.items() if k in ("strides", "padding", "groups", "window",
+                                                   "axis")}
+    if n.op in _FUSABLE:
+      attrs["act_lo"] = y.scale * (a["lo"] - y.zero)
+      attrs["act_hi"] = y.scale * (a["hi"] - y.zero)
+    if n.op in ("conv2d", "dense"):
+      p = qm.params[n.name]
+      s_w = n.arrays["w_scale"].astype(np.float64)
+      w = p["weight"] * s_w.reshape((-1,) + (1,) * (p["weight"].ndim - 1))
+      arrays = {"weight": w.astype(np.float32),
+                "bias": (p["bias"] * x.scale * s_w).astype(np.float32)}
+    elif n.op == "avgpool":
+      arrays = {"factor": n.arrays["multiplier"].astype(np.float64) * y.scale / x.scale}
+    elif n.op == "clamp":
+      attrs["lo"], attrs["hi"] = y.scale * (a["lo"] - y.zero), y.scale * (a["hi"] - y.zero)
+    nodes.append(Node(n.op, n.name, n.inputs, n.output, attrs, arrays, n.index))
+  return nodes, {k: v.shape for k, v in t.items()}
 
 
 def calibrate(nodes: list[Node], shapes: dict, input_id: int, batches: Iterable[np.ndarray]

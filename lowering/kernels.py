@@ -325,3 +325,287 @@ def reshape(x: np.ndarray, shape: Sequence[int]) -> np.ndarray:
   if int(np.prod(shape)) != int(np.prod(x.shape[1:])):
     raise ValueError(f"reshape: cannot reshape {x.shape[1:]} to {shape}")
   return x.reshape((x.shape[0], *shape))
+
+
+# --- backward (fp32) ---------------------------------------------------------------------
+#
+# The straight-through backward pass of the ops above (DESIGN.md, "Training contract"):
+# rounding is the identity, a clamp passes the gradient only strictly inside its range.
+# Gradients are float32 arrays taken with respect to the integer values (one unit = one
+# quantization step); activations, weights and outputs are the real int8 arrays of the
+# forward pass. Unlike the forward ops these are not bit-exact across implementations:
+# each sum is accumulated in float32 in the order its docstring states (that of a plain
+# C loop: one running float32 sum, terms added one at a time, no fused multiply-add), and
+# other implementations agree within a tolerance.
+
+def _grad_array(g: np.ndarray, name: str) -> np.ndarray:
+  g = np.asarray(g)
+  if g.dtype != np.float32:
+    raise TypeError(f"{name} must be a float32 gradient, got {g.dtype}")
+  return g
+
+
+def _running_sum(terms: np.ndarray) -> np.ndarray:
+  """Sum over axis 0, left to right in float32: ((t0 + t1) + t2) + ... (no pairwise tree)."""
+  if terms.shape[0] == 0:
+    return np.zeros(terms.shape[1:], np.float32)
+  return np.add.accumulate(terms, axis=0, dtype=np.float32)[-1]
+
+
+def _bw_multiplier(m: float | np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+  """M as () per tensor, (C,) per channel (last axis) or (Ho, Wo) per position (NHWC)."""
+  m = _multiplier(m)
+  if m.ndim == 0:
+    return m
+  if m.ndim == 1 and m.shape[0] == shape[-1]:
+    return m
+  if m.ndim == 2 and len(shape) == 4 and m.shape == shape[1:3]:
+    return m[None, :, :, None]
+  raise ValueError(f"multiplier shape {m.shape} fits neither () nor per channel nor per "
+                   f"position of a gradient {shape}")
+
+
+def requant_bw(g: np.ndarray, y: np.ndarray, m: float | np.ndarray, lo: int,
+               hi: int) -> np.ndarray:
+  """d acc = g * M * [lo < y < hi]: the gradient at a requantization's int32 input.
+
+  g: float32, the gradient at the int8 output y (same shape); m: float32 scalar, per
+  channel (C,) or per position (Ho, Wo). An output that sits on the clamp (y == lo or
+  y == hi, saturated or cut by a fused ReLU) passes nothing. One float32 multiply per
+  element.
+  """
+  g, y = _grad_array(g, "g"), _int8_array(y, "y")
+  if g.shape != y.shape:
+    raise ValueError(f"requant_bw: gradient {g.shape} and output {y.shape} differ")
+  lo, hi = _int8_value(lo, "lo"), _int8_value(hi, "hi")
+  inside = (y > lo) & (y < hi)
+  prod = np.multiply(g, _bw_multiplier(m, g.shape), dtype=np.float32)
+  return np.where(inside, prod, np.float32(0))
+
+
+def _conv_bw_geometry(g: np.ndarray, in_shape: Sequence[int], kernel: Pair, strides: Pair,
+                      padding: Padding) -> tuple[int, int]:
+  if g.ndim != 4 or len(in_shape) != 3:
+    raise ValueError(f"expected an NHWC gradient and an (H, W, C) input, got {g.shape}, "
+                     f"{tuple(in_shape)}")
+  probe = np.empty((1, in_shape[0], in_shape[1], 0), np.int8)
+  ho, wo = _window_geometry(probe, kernel, strides, padding)
+  if (ho, wo) != g.shape[1:3]:
+    raise ValueError(f"gradient {g.shape} does not match a {kernel} window over "
+                     f"{tuple(in_shape)} with strides {strides} and padding {padding}")
+  return ho, wo
+
+
+def conv2d_bw_input(g_acc: np.ndarray, w: np.ndarray, strides: Pair, padding: Padding,
+                    groups: int, in_shape: Sequence[int]) -> np.ndarray:
+  """d x = the transposed convolution of d acc with the int8 weight.
+
+  dx[n, y*sh + i - top, x*sw + j - left, g*I + c] += d acc[n, y, x, o] * w[o, i, j, c]
+  for every output position (y, x), tap (i, j) and output channel o of group g
+  (I = C_in / groups); gradients that land in the padding are dropped.
+  g_acc: float32 (N, Ho, Wo, O); w: int8 OHWI; in_shape: (H, W, C_in).
+  Returns float32 (N, H, W, C_in).
+  Order: one running float32 sum per input element, over taps (i, j) in row-major order,
+  then over output channels o ascending.
+  """
+  g, w = _grad_array(g_acc, "g_acc"), _int8_array(w, "w")
+  if w.ndim != 4:
+    raise ValueError(f"conv weight must be OHWI, got shape {w.shape}")
+  o, kh, kw, ci = w.shape
+  h, wd, c = (int(d) for d in in_shape)
+  if groups < 1 or c != ci * groups or o % groups or g.shape[-1:] != (o,):
+    raise ValueError(f"conv2d_bw_input: gradient {g.shape}, weight {w.shape}, input "
+                     f"{tuple(in_shape)} and groups={groups} disagree")
+  ho, wo = _conv_bw_geometry(g, (h, wd, c), (kh, kw), strides, padding)
+  (pt, pb), (pl, pr) = padding
+  og = o // groups
+  wf = w.astype(np.float32)
+  gxp = np.zeros((g.shape[0], h + pt + pb, wd + pl + pr, c), np.float32)
+  for i, j, tap in _taps(gxp, (kh, kw), strides, (ho, wo)):
+    for oc in range(o):
+      grp = oc // og
+      tap[..., grp * ci:(grp + 1) * ci] += g[..., oc:oc + 1] * wf[oc, i, j, :]
+  return gxp[:, pt:pt + h, pl:pl + wd, :]
+
+
+def conv2d_bw_weight(g_acc: np.ndarray, x: np.ndarray, strides: Pair, padding: Padding,
+                     groups: int, x_zero: int, kernel: Pair,
+                     channels: Sequence[int] | None = None) -> np.ndarray:
+  """d w[o, i, j, c] = sum over n, y, x of d acc[n, y, x, o] * (xpad - x_zero)[n, y*sh + i,
+  x*sw + j, g*I + c], g = o // (O / groups), padded positions contributing 0.
+
+  g_acc: float32 (N, Ho, Wo, O); x: int8 (N, H, W, C_in); kernel: (kh, kw).
+  channels None: every weight, float32 (O, kh, kw, C_in / groups). Otherwise a sorted
+  list of channels: for groups == 1 the weights reading those input channels,
+  (O, kh, kw, len); for a depthwise conv (groups == C_in == O) the weights of those
+  channels, (len, kh, kw, 1). Other grouped convolutions only train whole.
+  Order: one running float32 sum per weight element over the output positions (n, y, x)
+  in row-major order.
+  """
+  g, x = _grad_array(g_acc, "g_acc"), _int8_array(x, "x")
+  x_zero = _int8_value(x_zero, "x_zero")
+  if x.ndim != 4:
+    raise ValueError(f"conv input must be NHWC, got shape {x.shape}")
+  kh, kw = (int(k) for k in kernel)
+  n, c, o = x.shape[0], x.shape[3], g.shape[-1]
+  if groups < 1 or c % groups or o % groups or g.shape[0] != n:
+    raise ValueError(f"conv2d_bw_weight: gradient {g.shape}, input {x.shape} and "
+                     f"groups={groups} disagree")
+  ho, wo = _conv_bw_geometry(g, x.shape[1:], (kh, kw), strides, padding)
+  xs = x.astype(np.float32) - np.float32(x_zero)  # exact: |x - z| <= 255
+  if channels is not None:
+    chans = np.asarray(channels, np.int64)
+    if groups > 1 and groups == c == o:  # depthwise: the selected channels, one group each
+      xs, g, groups = xs[..., chans], g[..., chans], len(chans)
+    elif groups == 1:
+      xs = xs[..., chans]
+    else:
+      raise ValueError("conv2d_bw_weight: channel selection needs groups == 1 or depthwise")
+  o, c = g.shape[-1], xs.shape[-1]
+  og, ci = o // groups, c // groups
+  xp = _pad_hw(xs, padding, 0)
+  gp = g.reshape(n * ho * wo, groups, og)
+  gw = np.zeros((o, kh, kw, ci), np.float32)
+  for i, j, tap in _taps(xp, (kh, kw), strides, (ho, wo)):
+    xt = tap.reshape(n * ho * wo, groups, ci)
+    terms = gp[:, :, :, None] * xt[:, :, None, :]  # (positions, groups, og, ci)
+    gw[:, i, j, :] = _running_sum(terms).reshape(o, ci)
+  return gw
+
+
+def bias_bw(g_acc: np.ndarray) -> np.ndarray:
+  """d b[c] = sum of d acc[..., c] over the batch and every position.
+
+  g_acc: float32 (N, ..., C); returns float32 (C,). Order: one running float32 sum per
+  channel over the leading indices in row-major order.
+  """
+  g = _grad_array(g_acc, "g_acc")
+  return _running_sum(g.reshape(-1, g.shape[-1]))
+
+
+def dense_bw_input(g_acc: np.ndarray, w: np.ndarray) -> np.ndarray:
+  """d x[n, k] = sum over o of d acc[n, o] * w[o, k].
+
+  g_acc: float32 (N, O); w: int8 (O, K); returns float32 (N, K). Order: one running
+  float32 sum per element over o ascending.
+  """
+  g, w = _grad_array(g_acc, "g_acc"), _int8_array(w, "w")
+  if g.ndim != 2 or w.ndim != 2 or g.shape[1] != w.shape[0]:
+    raise ValueError(f"dense_bw_input: gradient {g.shape} and weight {w.shape} disagree")
+  terms = g.T[:, :, None] * w.astype(np.float32)[:, None, :]  # (O, N, K)
+  return _running_sum(terms)
+
+
+def dense_bw_weight(g_acc: np.ndarray, x: np.ndarray, x_zero: int,
+                    channels: Sequence[int] | None = None) -> np.ndarray:
+  """d w[o, k] = sum over n of d acc[n, o] * (x[n, k] - x_zero), for k in `channels`.
+
+  g_acc: float32 (N, O); x: int8 (N, K); channels: sorted input indices or None (all).
+  Returns float32 (O, K) or (O, len(channels)). Order: one running float32 sum per element
+  over the batch index n ascending.
+  """
+  g, x = _grad_array(g_acc, "g_acc"), _int8_array(x, "x")
+  x_zero = _int8_value(x_zero, "x_zero")
+  if g.ndim != 2 or x.ndim != 2 or g.shape[0] != x.shape[0]:
+    raise ValueError(f"dense_bw_weight: gradient {g.shape} and input {x.shape} disagree")
+  xs = x.astype(np.float32) - np.float32(x_zero)
+  if channels is not None:
+    xs = xs[:, np.asarray(channels, np.int64)]
+  return _running_sum(g[:, :, None] * xs[:, None, :])  # (N, O, K) summed over N
+
+
+def add_bw(g: np.ndarray, y: np.ndarray, a_mult: int, b_mult: int, m: float, lo: int,
+           hi: int) -> tuple[np.ndarray, np.ndarray]:
+  """(d a, d b) = (d acc * m_a, d acc * m_b) with d acc = requant_bw(g, y, m, lo, hi).
+
+  The integer multipliers (at most 2**15) are exact in float32; two multiplies per element.
+  """
+  g_acc = requant_bw(g, y, np.float32(m), lo, hi)
+  return g_acc * np.float32(a_mult), g_acc * np.float32(b_mult)
+
+
+def avgpool_bw(g: np.ndarray, y: np.ndarray, m: float | np.ndarray, window: Pair,
+               strides: Pair, padding: Padding, lo: int, hi: int,
+               in_shape: Sequence[int]) -> np.ndarray:
+  """d x = every position of a window receives d acc = requant_bw(g, y, m, lo, hi) of its
+  output (the window sum has derivative 1 in each element); padding drops its share.
+
+  g: float32 (N, Ho, Wo, C); y: int8 output; m: scalar or (Ho, Wo); in_shape (H, W, C).
+  Returns float32 (N, H, W, C). Order: one running float32 sum per input element over the
+  window taps (i, j) in row-major order.
+  """
+  g_acc = requant_bw(g, y, m, lo, hi)
+  h, wd, c = (int(d) for d in in_shape)
+  ho, wo = _conv_bw_geometry(g_acc, (h, wd, c), window, strides, padding)
+  (pt, pb), (pl, pr) = padding
+  gxp = np.zeros((g_acc.shape[0], h + pt + pb, wd + pl + pr, c), np.float32)
+  for _, _, tap in _taps(gxp, window, strides, (ho, wo)):
+    tap += g_acc
+  return gxp[:, pt:pt + h, pl:pl + wd, :]
+
+
+def maxpool_bw(g: np.ndarray, x: np.ndarray, y: np.ndarray, window: Pair, strides: Pair,
+               padding: Padding) -> np.ndarray:
+  """d x: each output's gradient goes to the first window position, in row-major tap
+  order, whose value equals the max y; padding never wins.
+
+  A window lying wholly in the padding (output -128 with no real element) drops its
+  gradient. g: float32 (N, Ho, Wo, C); x, y: int8. Returns float32 of x's shape. Order:
+  one running float32 sum per input element over the taps (i, j) in row-major order.
+  """
+  g, x, y = _grad_array(g, "g"), _int8_array(x, "x"), _int8_array(y, "y")
+  ho, wo = _window_geometry(x, window, strides, padding)
+  if y.shape != (x.shape[0], ho, wo, x.shape[3]) or g.shape != y.shape:
+    raise ValueError(f"maxpool_bw: gradient {g.shape}, input {x.shape}, output {y.shape}")
+  (pt, _), (pl, _) = padding
+  xp = _pad_hw(x.astype(np.int16), padding, INT8_MIN - 1)  # below every int8: never a max
+  gxp = np.zeros(xp.shape, np.float32)
+  taken = np.zeros(y.shape, bool)
+  taps = zip(_taps(xp, window, strides, (ho, wo)), _taps(gxp, window, strides, (ho, wo)))
+  for (_, _, xt), (_, _, gt) in taps:
+    hit = (xt == y) & ~taken
+    taken |= hit
+    gt += np.where(hit, g, np.float32(0))
+  return gxp[:, pt:pt + x.shape[1], pl:pl + x.shape[2], :]
+
+
+def concat_bw(g: np.ndarray, y: np.ndarray, axis: int, sizes: Sequence[int],
+              mults: Sequence[float], identity: Sequence[bool]) -> list[np.ndarray]:
+  """Split g along `axis` into the inputs' parts; input i gets
+  requant_bw(g_i, y_i, mults[i], -128, 127), or g_i itself when it was copied unchanged
+  (identity[i]: its zero point equals the output's and its multiplier is 1).
+
+  g: float32; y: the int8 output. Returns one float32 gradient per input.
+  """
+  g, y = _grad_array(g, "g"), _int8_array(y, "y")
+  if not 0 < axis < g.ndim or g.shape != y.shape or sum(sizes) != g.shape[axis]:
+    raise ValueError(f"concat_bw: gradient {g.shape}, output {y.shape}, axis {axis} and "
+                     f"sizes {tuple(sizes)} disagree")
+  if not len(sizes) == len(mults) == len(identity):
+    raise ValueError("concat_bw: need one size, multiplier and identity flag per input")
+  bounds = np.cumsum([0, *sizes])
+  parts = []
+  for k, (m, same) in enumerate(zip(mults, identity)):
+    gk = np.take(g, np.arange(bounds[k], bounds[k + 1]), axis=axis)
+    yk = np.take(y, np.arange(bounds[k], bounds[k + 1]), axis=axis)
+    parts.append(gk if same else requant_bw(gk, yk, np.float32(m), INT8_MIN, INT8_MAX))
+  return parts
+
+
+def merge_channels(w: np.ndarray, w_sel: np.ndarray, axis: int,
+                   channels: Sequence[int]) -> np.ndarray:
+  """The full weight of a sparsely trained layer: a copy of the frozen w with
+  w[..., channels, ...] (along `axis`) replaced by the trained w_sel.
+
+  w, w_sel: int8 weights differing only in the length of `axis` (len(channels)).
+  """
+  w, w_sel = _int8_array(w, "w"), _int8_array(w_sel, "w_sel")
+  expect = list(w.shape)
+  expect[axis] = len(channels)
+  if w_sel.shape != tuple(expect):
+    raise ValueError(f"merge_channels: trained part {w_sel.shape} != {tuple(expect)}")
+  idx: list[slice | np.ndarray] = [slice(None)] * w.ndim
+  idx[axis] = np.asarray(channels, np.int64)
+  out = w.copy()
+  out[tuple(idx)] = w_sel
+  return out
