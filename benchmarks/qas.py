@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from common import TASKS, fp32_accuracy, int8_accuracy, mean_std, save
-
 import jaxtiny as jt
+
+from common import TASKS, fp32_accuracy, int8_accuracy, mean_std, save
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.extend.core import Primitive
 
-from jaxtiny.primitives import F32, check_carriers, pool_shape, register, shaped
+from jaxtiny.primitives import F32, check_carriers, conv_out_size, pool_shape, register, shaped
 
 _CONV_DN = ("NHWC", "OHWI", "NHWC")
 _HI = lax.Precision.HIGHEST
@@ -50,6 +50,10 @@ def _requant_bw_abstract(g, y, m, *, lo, hi):
   check_carriers("requant_bw", g, y)
   if g.shape != y.shape:
     raise ValueError(f"requant_bw: gradient {g.shape} and output {y.shape} differ")
+  ok = {(), (g.shape[-1],)} | ({tuple(g.shape[1:3])} if g.ndim == 4 else set())
+  if tuple(m.shape) not in ok:
+    raise ValueError(f"requant_bw: multiplier {m.shape} is neither scalar, per channel "
+                     f"({g.shape[-1]},) nor per position")
   return shaped(g.shape)
 
 
@@ -74,6 +78,12 @@ def _conv2d_bw_input_impl(g, w, *, strides, padding, groups, in_shape):
 
 def _conv2d_bw_input_abstract(g, w, *, strides, padding, groups, in_shape):
   check_carriers("conv2d_bw_input", g, w)
+  h, wd, c = in_shape
+  expect = (conv_out_size(h, w.shape[1], strides[0], padding[0]),
+            conv_out_size(wd, w.shape[2], strides[1], padding[1]), w.shape[0])
+  if tuple(g.shape[1:]) != expect or c != w.shape[3] * groups:
+    raise ValueError(f"conv2d_bw_input: gradient {g.shape}, weight {w.shape} and input "
+                     f"{in_shape} do not agree")
   return shaped((g.shape[0], *in_shape))
 
 
@@ -196,6 +206,8 @@ def _dense_bw_weight_impl(g, x, *, x_zero, channels):
 
 def _dense_bw_weight_abstract(g, x, *, x_zero, channels):
   check_carriers("dense_bw_weight", g, x)
+  if g.shape[0] != x.shape[0]:
+    raise ValueError(f"dense_bw_weight: batch of gradient {g.shape} and input {x.shape} differ")
   k = x.shape[1] if channels is None else len(channels)
   return shaped((g.shape[1], k))
 
