@@ -101,14 +101,31 @@ def conv_out_size(size: int, k: int, stride: int, pad: tuple[int, int]) -> int:
 qconv2d_p = Primitive("jt_qconv2d")
 
 
+def _depthwise_taps(xi, wi, strides, out_hw):
+  """Depthwise int32 product sum as kh*kw shifted multiply-adds (XLA's grouped integer
+  convolution is slow on CPU for many groups; this is the same exact sum)."""
+  ho, wo = out_hw
+  acc = jnp.zeros((xi.shape[0], ho, wo, wi.shape[0]), I32)
+  for i in range(wi.shape[1]):
+    for j in range(wi.shape[2]):
+      tap = xi[:, i:i + strides[0] * (ho - 1) + 1:strides[0],
+               j:j + strides[1] * (wo - 1) + 1:strides[1], :]
+      acc = acc + tap * wi[:, i, j, 0]
+  return acc
+
+
 def _qconv2d_impl(x, w, b, m, *, strides, padding, groups, x_zero, y_zero, lo, hi):
-  xi = jnp.pad(_int(x).astype(jnp.int8), ((0, 0), padding[0], padding[1], (0, 0)),
-               constant_values=x_zero)
-  wi = _int(w).astype(jnp.int8)
-  dot = lax.conv_general_dilated(
-    xi, wi, window_strides=strides, padding="VALID",
-    dimension_numbers=("NHWC", "OHWI", "NHWC"), feature_group_count=groups,
-    preferred_element_type=I32)
+  xi = jnp.pad(_int(x), ((0, 0), padding[0], padding[1], (0, 0)), constant_values=x_zero)
+  if groups > 1 and groups == x.shape[-1] == w.shape[0]:
+    kh, kw = w.shape[1:3]
+    out_hw = (conv_out_size(x.shape[1], kh, strides[0], padding[0]),
+              conv_out_size(x.shape[2], kw, strides[1], padding[1]))
+    dot = _depthwise_taps(xi, _int(w), strides, out_hw)
+  else:
+    dot = lax.conv_general_dilated(
+      xi.astype(jnp.int8), _int(w).astype(jnp.int8), window_strides=strides,
+      padding="VALID", dimension_numbers=("NHWC", "OHWI", "NHWC"),
+      feature_group_count=groups, preferred_element_type=I32)
   # Padding holds x_zero, so sum((x - z) * w) = sum(x * w) - z * sum(w) over every window.
   wsum = jnp.sum(_int(w), axis=(1, 2, 3))
   acc = sat_add(dot - x_zero * wsum, _int(b))
