@@ -70,7 +70,30 @@ def requant_bw(g, y, m, *, lo: int, hi: int) -> jax.Array:
 conv2d_bw_input_p = Primitive("jt_conv2d_bw_input")
 
 
+def _is_depthwise(groups: int, channels: int, w_shape) -> bool:
+  return groups > 1 and groups == channels == w_shape[0] and w_shape[3] == 1
+
+
+def _depthwise_bw_input(g, w, strides, padding, in_shape):
+  """Transposed depthwise convolution as kh*kw shifted adds of the stride-dilated gradient
+  (XLA's grouped convolution is slow on CPU for many groups)."""
+  kh, kw = w.shape[1:3]
+  (pt, pb), (pl, pr) = padding
+  hp, wp = in_shape[0] + pt + pb, in_shape[1] + pl + pr
+  ho, wo = g.shape[1:3]
+  dh, dw = (ho - 1) * strides[0] + 1, (wo - 1) * strides[1] + 1
+  gd = lax.pad(g, F32(0), ((0, 0, 0), (kh - 1, hp - dh, strides[0] - 1),
+                           (kw - 1, wp - dw, strides[1] - 1), (0, 0, 0)))
+  gx = jnp.zeros((g.shape[0], hp, wp, g.shape[3]), F32)
+  for i in range(kh):
+    for j in range(kw):
+      gx = gx + gd[:, kh - 1 - i:kh - 1 - i + hp, kw - 1 - j:kw - 1 - j + wp, :] * w[:, i, j, 0]
+  return gx[:, pt:pt + in_shape[0], pl:pl + in_shape[1], :]
+
+
 def _conv2d_bw_input_impl(g, w, *, strides, padding, groups, in_shape):
+  if _is_depthwise(groups, in_shape[2], w.shape):
+    return _depthwise_bw_input(g, w, strides, padding, in_shape)
   x0 = jnp.zeros((g.shape[0], *in_shape), F32)
   _, vjp = jax.vjp(lambda x: _float_conv(x, w, strides, padding, groups), x0)
   return vjp(g)[0]
@@ -105,14 +128,28 @@ def _depthwise(groups: int, x_channels: int, out_channels: int) -> bool:
   return groups > 1 and groups == x_channels == out_channels
 
 
+def _depthwise_bw_weight(g, xs, strides, padding, kernel):
+  """dW[c, i, j] = sum over batch and positions of g * shifted (x - z), tap by tap."""
+  xp = jnp.pad(xs, ((0, 0), padding[0], padding[1], (0, 0)))
+  ho, wo = g.shape[1:3]
+  taps = []
+  for i in range(kernel[0]):
+    for j in range(kernel[1]):
+      tap = xp[:, i:i + strides[0] * (ho - 1) + 1:strides[0],
+               j:j + strides[1] * (wo - 1) + 1:strides[1], :]
+      taps.append(jnp.sum(tap * g, axis=(0, 1, 2)))
+  return jnp.stack(taps, axis=1).reshape(g.shape[3], *kernel, 1)
+
+
 def _conv2d_bw_weight_impl(g, x, *, strides, padding, groups, x_zero, kernel, channels):
   xs = x - F32(x_zero)  # padding contributes 0, as in the forward
   c, o = x.shape[-1], g.shape[-1]
-  if channels is not None and _depthwise(groups, c, o):
-    idx = jnp.asarray(channels)
-    xs, g, groups = xs[..., idx], g[..., idx], len(channels)
-    w0 = jnp.zeros((len(channels), *kernel, 1), F32)
-  elif channels is not None:
+  if _depthwise(groups, c, o):
+    if channels is not None:
+      idx = jnp.asarray(channels)
+      xs, g = xs[..., idx], g[..., idx]
+    return _depthwise_bw_weight(g, xs, strides, padding, kernel)
+  if channels is not None:
     xs = xs[..., jnp.asarray(channels)]
     w0 = jnp.zeros((o, *kernel, len(channels)), F32)
   else:
