@@ -58,7 +58,7 @@ def digits_transfer(seed: int) -> Task:
   qm = jt.quantize(model, variables, x5).with_classifier(10, seed=seed)
   return Task("digits transfer (DigitsCNN, 0-4 -> 0-9)", qm,
               (qm.quantize_input(x_tr), y_tr), (qm.quantize_input(x_te), y_te),
-              jt.SparseUpdate.last_layers(2), lr=0.02, epochs=3)
+              jt.SparseUpdate.last_layers(2), lr=0.02, epochs=6)
 
 
 def faces(seed: int, models_dir: Path | None = None) -> Task:
@@ -71,7 +71,7 @@ def faces(seed: int, models_dir: Path | None = None) -> Task:
   update = jt.SparseUpdate(bias_last=20, weights={24: 0.25, 27: 0.5, 30: 0.5})
   return _with_prefix_cached("faces vs background (MCUNet-5FPS, lfw_subset 128x128)", qm,
                              qm.quantize_input(x_tr), y_tr, qm.quantize_input(x_te), y_te,
-                             update, lr=0.02, epochs=5, earliest=qm.num_layers - 20)
+                             update, lr=0.002, epochs=5, earliest=qm.num_layers - 20)
 
 
 def motions(seed: int) -> Task:
