@@ -24,7 +24,7 @@ def main() -> None:
   p.add_argument("--seeds", type=int, default=3)
   args = p.parse_args()
   methods = ["fp32 SGD", "int8 SGD, no QAS", "int8 SGD + QAS", "int8 Adam + QAS"]
-  rows, raw = [], {}
+  rows, raw = {}, {}
   for name in args.tasks:
     acc = {m: [] for m in methods}
     t0 = time.time()
@@ -37,7 +37,7 @@ def main() -> None:
       acc["int8 Adam + QAS"].append(int8_accuracy(task, optimizer=jt.adam(1e-3), seed=seed))
       print(f"{name} seed {seed}: " + ", ".join(f"{m} {acc[m][-1]:.3f}" for m in methods),
             flush=True)
-    rows.append([task.name, task.update.describe()] + [mean_std(acc[m]) for m in methods])
+    rows[name] = [[task.name, task.update.describe()] + [mean_std(acc[m]) for m in methods]]
     raw[name] = acc
     print(f"{name}: {time.time() - t0:.0f} s", flush=True)
   save("qas", ["task", "scheme"] + methods, rows, {"raw": raw, "seeds": args.seeds})

@@ -24,7 +24,8 @@ from common import RESULTS, TASKS, int8_accuracy, mean_std, save
 # Per task: bias-only k, full last-k, the full update the search is held against, and the
 # search's candidate layers / bias grid (offsets from the end of the network).
 SETTINGS = {
-  "digits": dict(bias=[1, 2, 3], full=[1, 2, 3], reference=3, layers=3, bias_grid=[1, 2, 3]),
+  "digits": dict(bias=[2, 4, 9], full=[1, 2, 4], reference=4, layers=6,
+                 bias_grid=[1, 2, 4, 6, 9]),
   "motions": dict(bias=[1, 2, 3], full=[1, 2, 3], reference=3, layers=3, bias_grid=[1, 2, 3]),
   "faces": dict(bias=[4, 8, 12, 20], full=[1, 2, 4, 6], reference=6, layers=12,
                 bias_grid=[2, 4, 8, 12, 20]),
@@ -37,7 +38,7 @@ def main() -> None:
   p.add_argument("--seeds", type=int, default=3)
   p.add_argument("--fractions", nargs="+", type=float, default=[0.125, 0.25, 0.5])
   args = p.parse_args()
-  rows, raw = [], {}
+  rows, raw = {}, {}
   for name in args.tasks:
     t0 = time.time()
     s = SETTINGS[name]
@@ -70,9 +71,10 @@ def main() -> None:
       acc[label] = [int8_accuracy(t, optimizer=opt, seed=i, update=update)
                     for i, t in enumerate(tasks)]
       cost = jt.update_cost(qm, update).total
-      rows.append([tasks[0].name, label, update.describe(), f"{cost:,}",
-                   f"{cost / reference:.3f}", mean_std(acc[label])])
-      print(" | ".join(rows[-1]), flush=True)
+      rows.setdefault(name, []).append([tasks[0].name, label, update.describe(),
+                                        f"{cost:,}", f"{cost / reference:.3f}",
+                                        mean_std(acc[label])])
+      print(" | ".join(rows[name][-1]), flush=True)
     raw[name] = {k: {"accuracy": v, "scheme": schemes[k].describe(),
                      "bytes": jt.update_cost(qm, schemes[k]).total} for k, v in acc.items()}
     print(f"{name}: {time.time() - t0:.0f} s", flush=True)
