@@ -15,7 +15,7 @@ import numpy as np
 import jaxtiny as jt
 from jaxtiny import datasets, models, pretrain
 from jaxtiny.quantize import dequantized_graph, float_forward
-from jaxtiny.search import _cut, train_and_evaluate
+from jaxtiny.search import split_before, train_and_evaluate
 from jaxtiny.sparse import layer_plans
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -44,7 +44,7 @@ def _features(prefix, x):
 
 
 def _with_prefix_cached(name, qm, x_tr, y_tr, x_te, y_te, update, lr, epochs, earliest):
-  prefix, suffix = _cut(qm, earliest)
+  prefix, suffix = split_before(qm, earliest)
   return Task(name, suffix, (_features(prefix, x_tr), y_tr), (_features(prefix, x_te), y_te),
               update, lr, epochs)
 

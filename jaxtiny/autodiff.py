@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from jaxtiny import backward as B
 from jaxtiny import primitives as P
 from jaxtiny.graph import Node
+from jaxtiny.primitives import is_depthwise
 from jaxtiny.qmodel import QModel
 
 
@@ -41,7 +42,7 @@ def selection_axis(qm: QModel, n: Node) -> int:
   groups = n.attrs["groups"]
   if groups == 1:
     return 3
-  if groups == w.shape[0] and w.shape[3] == 1:
+  if is_depthwise(groups, groups * w.shape[3], w.shape[0]):
     return 0
   return -1  # a grouped conv that is neither: only the whole weight can train
 

@@ -18,7 +18,15 @@ import jax.numpy as jnp
 from jax import lax
 from jax.extend.core import Primitive
 
-from jaxtiny.primitives import F32, check_carriers, conv_out_size, pool_shape, register, shaped
+from jaxtiny.primitives import (
+  F32,
+  check_carriers,
+  conv_out_size,
+  is_depthwise,
+  pool_shape,
+  register,
+  shaped,
+)
 
 _CONV_DN = ("NHWC", "OHWI", "NHWC")
 _HI = lax.Precision.HIGHEST
@@ -70,10 +78,6 @@ def requant_bw(g, y, m, *, lo: int, hi: int) -> jax.Array:
 conv2d_bw_input_p = Primitive("jt_conv2d_bw_input")
 
 
-def _is_depthwise(groups: int, channels: int, w_shape) -> bool:
-  return groups > 1 and groups == channels == w_shape[0] and w_shape[3] == 1
-
-
 def _depthwise_bw_input(g, w, strides, padding, in_shape):
   """Transposed depthwise convolution as kh*kw shifted adds of the stride-dilated gradient
   (XLA's grouped convolution is slow on CPU for many groups)."""
@@ -92,7 +96,7 @@ def _depthwise_bw_input(g, w, strides, padding, in_shape):
 
 
 def _conv2d_bw_input_impl(g, w, *, strides, padding, groups, in_shape):
-  if _is_depthwise(groups, in_shape[2], w.shape):
+  if is_depthwise(groups, in_shape[2], w.shape[0]):
     return _depthwise_bw_input(g, w, strides, padding, in_shape)
   x0 = jnp.zeros((g.shape[0], *in_shape), F32)
   _, vjp = jax.vjp(lambda x: _float_conv(x, w, strides, padding, groups), x0)
@@ -124,10 +128,6 @@ def conv2d_bw_input(g_acc, w, *, strides, padding, groups: int,
 conv2d_bw_weight_p = Primitive("jt_conv2d_bw_weight")
 
 
-def _depthwise(groups: int, x_channels: int, out_channels: int) -> bool:
-  return groups > 1 and groups == x_channels == out_channels
-
-
 def _depthwise_bw_weight(g, xs, strides, padding, kernel):
   """dW[c, i, j] = sum over batch and positions of g * shifted (x - z), tap by tap."""
   xp = jnp.pad(xs, ((0, 0), padding[0], padding[1], (0, 0)))
@@ -144,7 +144,7 @@ def _depthwise_bw_weight(g, xs, strides, padding, kernel):
 def _conv2d_bw_weight_impl(g, x, *, strides, padding, groups, x_zero, kernel, channels):
   xs = x - F32(x_zero)  # padding contributes 0, as in the forward
   c, o = x.shape[-1], g.shape[-1]
-  if _depthwise(groups, c, o):
+  if is_depthwise(groups, c, o):
     if channels is not None:
       idx = jnp.asarray(channels)
       xs, g = xs[..., idx], g[..., idx]
@@ -163,7 +163,7 @@ def _conv2d_bw_weight_abstract(g, x, *, strides, padding, groups, x_zero, kernel
   c, o = x.shape[-1], g.shape[-1]
   if channels is None:
     return shaped((o, *kernel, c // groups))
-  if _depthwise(groups, c, o):
+  if is_depthwise(groups, c, o):
     return shaped((len(channels), *kernel, 1))
   if groups != 1:
     raise ValueError("conv2d_bw_weight: channel selection needs groups == 1 or depthwise")

@@ -101,6 +101,11 @@ def conv_out_size(size: int, k: int, stride: int, pad: tuple[int, int]) -> int:
 qconv2d_p = Primitive("jt_qconv2d")
 
 
+def is_depthwise(groups: int, in_channels: int, out_channels: int) -> bool:
+  """One filter per channel: groups == C_in == C_out (an OHWI weight of shape (C, kh, kw, 1))."""
+  return groups > 1 and groups == in_channels == out_channels
+
+
 def _depthwise_taps(xi, wi, strides, out_hw):
   """Depthwise int32 product sum as kh*kw shifted multiply-adds (XLA's grouped integer
   convolution is slow on CPU for many groups; this is the same exact sum)."""
@@ -116,7 +121,7 @@ def _depthwise_taps(xi, wi, strides, out_hw):
 
 def _qconv2d_impl(x, w, b, m, *, strides, padding, groups, x_zero, y_zero, lo, hi):
   xi = jnp.pad(_int(x), ((0, 0), padding[0], padding[1], (0, 0)), constant_values=x_zero)
-  if groups > 1 and groups == x.shape[-1] == w.shape[0]:
+  if is_depthwise(groups, x.shape[-1], w.shape[0]):
     kh, kw = w.shape[1:3]
     out_hw = (conv_out_size(x.shape[1], kh, strides[0], padding[0]),
               conv_out_size(x.shape[2], kw, strides[1], padding[1]))

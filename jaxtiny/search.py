@@ -33,7 +33,7 @@ def _progress(total: int, desc: str, enabled: bool):
   return tqdm(total=total, desc=desc)
 
 
-def _cut(qm: QModel, earliest: int) -> tuple[QModel | None, QModel]:
+def split_before(qm: QModel, earliest: int) -> tuple[QModel | None, QModel]:
   """Split at the latest layer <= earliest where no residual crosses (None: no split)."""
   for i in range(earliest, -1, -1):
     try:
@@ -118,7 +118,7 @@ def contribution_analysis(qm: QModel, train: Data, val: Data, *, layers: Sequenc
       return Contributions.from_json(store[key])
   earliest = min([*layers, *(qm.num_layers - k for k in bias_grid if k > 0)],
                  default=qm.num_layers)
-  prefix, suffix = _cut(qm, earliest)
+  prefix, suffix = split_before(qm, earliest)
 
   def features(x):
     if prefix is None:

@@ -94,23 +94,25 @@ class Trainer:
 
   # --- the step ---------------------------------------------------------------------------
 
-  def logits(self, state: State, x8: jax.Array) -> jax.Array:
-    """Float32 logits (dequantized int8 outputs) of the current state."""
-    handles = {k: jnp.zeros(b.shape, F32) for k, b in state["biases"].items()}
-    y = train_forward(self.qm, self.plans, state["weights"], handles, state["biases"],
-                      jnp.asarray(x8, F32))
+  def _logits(self, weights, handles, biases, x8) -> jax.Array:
+    y = train_forward(self.qm, self.plans, weights, handles, biases, jnp.asarray(x8, F32))
     qp = self.qm.output_qparams
     return F32(qp.scale) * (y - F32(qp.zero))
 
+  @staticmethod
+  def _handles(state: State) -> dict:
+    return {k: jnp.zeros(b.shape, F32) for k, b in state["biases"].items()}
+
+  def logits(self, state: State, x8: jax.Array) -> jax.Array:
+    """Float32 logits (dequantized int8 outputs) of the current state."""
+    return self._logits(state["weights"], self._handles(state), state["biases"], x8)
+
   def _step_impl(self, state: State, x8: jax.Array, labels: jax.Array):
-    qp = self.qm.output_qparams
-
     def loss_of(weights, handles):
-      y = train_forward(self.qm, self.plans, weights, handles, state["biases"], x8)
-      return self.loss_fn(F32(qp.scale) * (y - F32(qp.zero)), labels)
+      return self.loss_fn(self._logits(weights, handles, state["biases"], x8), labels)
 
-    handles = {k: jnp.zeros(b.shape, F32) for k, b in state["biases"].items()}
-    loss, (g_w, g_b) = jax.value_and_grad(loss_of, argnums=(0, 1))(state["weights"], handles)
+    loss, (g_w, g_b) = jax.value_and_grad(loss_of, argnums=(0, 1))(state["weights"],
+                                                                   self._handles(state))
     step = state["step"]
     lr = self.optimizer.lr(step)
     new_w, new_b, new_opt = {}, {}, {"weights": {}, "biases": {}}
