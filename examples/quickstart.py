@@ -5,6 +5,8 @@
    computes, bit for bit).
 2. Load the ImageNet-pretrained int8 MCUNet-5FPS of tiny-training and classify the cat
    photo bundled with scikit-image.
+3. Teach it a new task the way the device would: a new 2-class head, the published
+   engine's sparse scheme, QAS and int8 updates at batch 1 (faces vs background).
 
 Run: python examples/quickstart.py [--models DIR] [--epochs N]
 """
@@ -49,13 +51,39 @@ def imagenet_demo(models_dir: Path | None) -> None:
         f"simulation {time.perf_counter() - t:.2f} s (first call compiles)")
 
 
+def on_device_demo(models_dir: Path | None, epochs: int = 2) -> None:
+  if models_dir is None:
+    return
+  from tqdm import tqdm
+
+  qm = jt.load_tinytraining(models_dir / "mcunet-5fps.pkl").with_classifier(2)
+  update = jt.SparseUpdate(bias_last=20, weights={24: 0.25, 27: 0.5, 30: 0.5})
+  trainer = jt.tiny_train(qm, optimizer=jt.sgd(0.002), update=update,
+                          rounding="stochastic")(jt.softmax_cross_entropy)
+  print(f"\nsparse update {update.describe()}: memory it adds to inference\n"
+        f"{trainer.cost.table()}")
+  x_tr, y_tr, x_te, y_te = datasets.lfw_faces()
+  x8, xt8 = qm.quantize_input(x_tr), qm.quantize_input(x_te)
+  state = trainer.init()
+  before = pretrain.accuracy(trainer.logits(state, xt8), y_te)
+  rng = np.random.default_rng(0)
+  for _ in range(epochs):
+    for i in tqdm(rng.permutation(len(x8)), desc="int8 training, batch 1", unit="step"):
+      state, _ = trainer.step(state, x8[i:i + 1], y_tr[i:i + 1])
+  after = pretrain.accuracy(trainer.model(state).apply(xt8), y_te)
+  print(f"faces vs background, {len(xt8)} test images: {before:.0%} before, {after:.0%} "
+        f"after {epochs} epochs of int8 training")
+
+
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--models", type=Path, default=None, help="folder of the shared .pkl models")
   p.add_argument("--epochs", type=int, default=25)
   args = p.parse_args()
+  models_dir = args.models or datasets.shared_models_dir()
   digits_demo(args.epochs)
-  imagenet_demo(args.models or datasets.shared_models_dir())
+  imagenet_demo(models_dir)
+  on_device_demo(models_dir)
 
 
 if __name__ == "__main__":
