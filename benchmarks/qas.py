@@ -22,6 +22,8 @@ def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
   p.add_argument("--seeds", type=int, default=3)
+  p.add_argument("--lr-scale", type=float, default=1.0,
+                 help="multiply each task's SGD learning rate (fp32 and int8 alike)")
   args = p.parse_args()
   methods = ["fp32 SGD", "int8 SGD, no QAS", "int8 SGD + QAS", "int8 Adam + QAS"]
   rows, raw = {}, {}
@@ -30,6 +32,7 @@ def main() -> None:
     t0 = time.time()
     for seed in range(args.seeds):
       task = TASKS[name](seed)
+      task.lr *= args.lr_scale
       acc["fp32 SGD"].append(fp32_accuracy(task, lr=task.lr, seed=seed))
       acc["int8 SGD, no QAS"].append(
         int8_accuracy(task, optimizer=jt.sgd(task.lr), qas=False, seed=seed))
@@ -37,8 +40,10 @@ def main() -> None:
       acc["int8 Adam + QAS"].append(int8_accuracy(task, optimizer=jt.adam(1e-3), seed=seed))
       print(f"{name} seed {seed}: " + ", ".join(f"{m} {acc[m][-1]:.3f}" for m in methods),
             flush=True)
-    rows[name] = [[task.name, task.update.describe()] + [mean_std(acc[m]) for m in methods]]
-    raw[name] = acc
+    key = name if args.lr_scale == 1.0 else f"{name}@lr*{args.lr_scale:g}"
+    rows[key] = [[task.name, f"{task.update.describe()}, SGD lr {task.lr:g}"]
+                 + [mean_std(acc[m]) for m in methods]]
+    raw[key] = acc
     print(f"{name}: {time.time() - t0:.0f} s", flush=True)
   save("qas", ["task", "scheme"] + methods, rows, {"raw": raw, "seeds": args.seeds})
 
