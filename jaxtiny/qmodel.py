@@ -196,8 +196,10 @@ class QModel:
     if crossing:
       raise ValueError(f"cannot split '{self.name}' at layer {index}: tensors {sorted(crossing)}"
                        " made before it are read after it (a residual crosses the cut)")
-    keep = lambda nodes, extra: {t: self.tensors[t] for t in  # noqa: E731
-                                 {n.output for n in nodes} | extra}
+
+    def keep(nodes: list[Node], extra: set[int]) -> dict[int, TensorSpec]:
+      return {t: self.tensors[t] for t in {n.output for n in nodes} | extra}
+
     prefix = _Prefix(before, keep(before, {self.input_id}), self.input_id, cut, self.params,
                      self.input_shape, f"{self.name}[:{index}]")
     suffix = QModel(after, keep(after, {cut}), cut, self.output_id,

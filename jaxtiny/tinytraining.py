@@ -21,7 +21,14 @@ import numpy as np
 
 from jaxtiny.errors import ModelFormatError
 from jaxtiny.graph import Node, assign_layer_indices
-from jaxtiny.numerics import INT8_MAX, INT8_MIN, QParams, clamp_bounds, multiplier
+from jaxtiny.numerics import (
+  INT8_MAX,
+  INT8_MIN,
+  QParams,
+  add_multipliers,
+  clamp_bounds,
+  multiplier,
+)
 from jaxtiny.qmodel import QModel, TensorSpec
 
 _STORAGE_DTYPES = {
@@ -159,8 +166,8 @@ class _Builder:
     h, w, cin = self.tensors[x].shape
     ks = self._get(c, "kernel_size", where, (tuple, list, int))
     kh, kw = (ks, ks) if isinstance(ks, int) else tuple(ks)
-    stride = int(self._get(c, "stride", where, (int, tuple, list)) if not isinstance(
-      c.get("stride"), (tuple, list)) else c["stride"][0])
+    s = self._get(c, "stride", where, (int, tuple, list))
+    stride = int(s[0] if isinstance(s, tuple | list) else s)
     groups = int(self._get(c, "groups", where, int))
     cout = int(self._get(c, "out_channel", where, int))
     if cin % groups or cout % groups:
@@ -192,7 +199,6 @@ class _Builder:
     params = self._get(r, "params", where, dict)
     yq = self._qparams(params, "y", where)
     self._check_input(a, self._qparams(params, "x", where), where)
-    from jaxtiny.numerics import add_multipliers
     am, bm, m = add_multipliers(self.tensors[a].qparams.scale, self.tensors[b].qparams.scale,
                                 yq.scale)
     y = self.tensor(self.tensors[b].shape, yq)
