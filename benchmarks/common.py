@@ -15,7 +15,7 @@ import numpy as np
 import jaxtiny as jt
 from jaxtiny import datasets, models, pretrain
 from jaxtiny.quantize import dequantized_graph, float_forward
-from jaxtiny.search import split_before, train_and_evaluate
+from jaxtiny.search import prefix_outputs, split_before, train_and_evaluate
 from jaxtiny.sparse import layer_plans
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -37,15 +37,10 @@ class Task:
   epochs: int
 
 
-def _features(prefix, x):
-  if prefix is None:
-    return x
-  return np.concatenate([np.asarray(prefix.apply(x[i:i + 64])) for i in range(0, len(x), 64)])
-
-
 def _with_prefix_cached(name, qm, x_tr, y_tr, x_te, y_te, update, lr, epochs, earliest):
   prefix, suffix = split_before(qm, earliest)
-  return Task(name, suffix, (_features(prefix, x_tr), y_tr), (_features(prefix, x_te), y_te),
+  return Task(name, suffix, (prefix_outputs(prefix, x_tr, 64), y_tr),
+              (prefix_outputs(prefix, x_te, 64), y_te),
               update, lr, epochs)
 
 

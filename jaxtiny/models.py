@@ -7,6 +7,14 @@ import jax
 import jax.numpy as jnp
 
 
+def _conv_bn_relu6(x: jax.Array, features: int, kernel: tuple[int, ...], train: bool,
+                   strides: int = 1, groups: int = 1) -> jax.Array:
+  """Conv (no bias), BatchNorm, ReLU6: the unit all the reference networks are built of."""
+  x = nn.Conv(features, kernel, strides=strides, feature_group_count=groups,
+              use_bias=False)(x)
+  return nn.relu6(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
+
+
 class DigitsCNN(nn.Module):
   """A MobileNet-style CNN for 8x8 images: conv, BatchNorm, ReLU6, depthwise, pooling."""
 
@@ -15,13 +23,9 @@ class DigitsCNN(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    def bn(h):
-      return nn.BatchNorm(use_running_average=not train, momentum=0.9)(h)
-
-    x = nn.relu6(bn(nn.Conv(self.width, (3, 3), use_bias=False)(x)))
-    x = nn.relu6(bn(nn.Conv(self.width, (3, 3), strides=2, feature_group_count=self.width,
-                            use_bias=False)(x)))
-    x = nn.relu6(bn(nn.Conv(2 * self.width, (1, 1), use_bias=False)(x)))
+    x = _conv_bn_relu6(x, self.width, (3, 3), train)
+    x = _conv_bn_relu6(x, self.width, (3, 3), train, strides=2, groups=self.width)
+    x = _conv_bn_relu6(x, 2 * self.width, (1, 1), train)
     x = nn.max_pool(x, (2, 2), (2, 2))
     x = jnp.mean(x, axis=(1, 2))
     return nn.Dense(self.num_classes)(x)
@@ -35,13 +39,9 @@ class MotionCNN(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    def bn(h):
-      return nn.BatchNorm(use_running_average=not train, momentum=0.9)(h)
-
-    x = nn.relu6(bn(nn.Conv(self.width, (5,), strides=2, use_bias=False)(x)))
-    x = nn.relu6(bn(nn.Conv(self.width, (5,), strides=2, feature_group_count=self.width,
-                            use_bias=False)(x)))
-    x = nn.relu6(bn(nn.Conv(2 * self.width, (1,), use_bias=False)(x)))
+    x = _conv_bn_relu6(x, self.width, (5,), train, strides=2)
+    x = _conv_bn_relu6(x, self.width, (5,), train, strides=2, groups=self.width)
+    x = _conv_bn_relu6(x, 2 * self.width, (1,), train)
     x = jnp.mean(x, axis=1)
     return nn.Dense(self.num_classes)(x)
 
@@ -56,14 +56,10 @@ class DigitsMobileNet(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    def bn(h):
-      return nn.BatchNorm(use_running_average=not train, momentum=0.9)(h)
-
-    x = nn.relu6(bn(nn.Conv(16, (3, 3), use_bias=False)(x)))
+    x = _conv_bn_relu6(x, 16, (3, 3), train)
     for channels, stride in self.blocks:
       c = x.shape[-1]
-      x = nn.relu6(bn(nn.Conv(c, (3, 3), strides=stride, feature_group_count=c,
-                              use_bias=False)(x)))
-      x = nn.relu6(bn(nn.Conv(channels, (1, 1), use_bias=False)(x)))
+      x = _conv_bn_relu6(x, c, (3, 3), train, strides=stride, groups=c)
+      x = _conv_bn_relu6(x, channels, (1, 1), train)
     x = jnp.mean(x, axis=(1, 2))
     return nn.Dense(self.num_classes)(x)

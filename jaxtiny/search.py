@@ -43,6 +43,14 @@ def split_before(qm: QModel, earliest: int) -> tuple[QModel | None, QModel]:
   return None, qm
 
 
+def prefix_outputs(prefix: QModel | None, x: np.ndarray, batch: int = 256) -> np.ndarray:
+  """The int8 outputs of a model prefix on a dataset, in batches (None: x itself)."""
+  if prefix is None:
+    return x
+  return np.concatenate([np.asarray(prefix.apply(x[i:i + batch]))
+                         for i in range(0, len(x), batch)])
+
+
 def train_and_evaluate(qm: QModel, update: SparseUpdate, train: Data, val: Data, *,
                        optimizer: Optimizer, loss_fn: LossFn = softmax_cross_entropy,
                        epochs: int = 3, batch_size: int = 1, seed: int = 0,
@@ -120,13 +128,8 @@ def contribution_analysis(qm: QModel, train: Data, val: Data, *, layers: Sequenc
                  default=qm.num_layers)
   prefix, suffix = split_before(qm, earliest)
 
-  def features(x):
-    if prefix is None:
-      return x
-    return np.concatenate([np.asarray(prefix.apply(x[i:i + 256]))
-                           for i in range(0, len(x), 256)])
-
-  tr, va = (features(train[0]), train[1]), (features(val[0]), val[1])
+  tr = (prefix_outputs(prefix, train[0]), train[1])
+  va = (prefix_outputs(prefix, val[0]), val[1])
   runs = [SparseUpdate()] + [SparseUpdate(bias_last=k) for k in bias_grid if k > 0] + [
     SparseUpdate(weights={i: r}) for i in layers for r in ratios]
   bar = _progress(len(runs), "contribution analysis", progress)

@@ -162,7 +162,6 @@ def update_cost(qm: QModel, update: SparseUpdate, optimizer: Optimizer | None = 
   largest fp32 input + output gradient pair of one backward op.
   """
   plans = layer_plans(qm, update)
-  slots = optimizer.slots if optimizer is not None else 0
   weights = biases = 0
   saved = masks = grad = 0
   t = qm.tensors
@@ -189,4 +188,5 @@ def update_cost(qm: QModel, update: SparseUpdate, optimizer: Optimizer | None = 
         masks += math.ceil(out / 8)
       needs_input_grad = pos > first
       grad = max(grad, 4 * (out + (inp if needs_input_grad else 0)))
-  return UpdateCost(weights, biases, 4 * slots * trained_elems, saved, masks, grad)
+  state = optimizer.state_bytes(trained_elems) if optimizer is not None else 0
+  return UpdateCost(weights, biases, state, saved, masks, grad)
