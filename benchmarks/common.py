@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import jax
@@ -97,10 +98,12 @@ def int8_accuracy(task: Task, *, optimizer: jt.optim.Optimizer, qas: bool = True
                             rounding=rounding)
 
 
-def fp32_accuracy(task: Task, *, lr: float, seed: int = 0,
+def fp32_accuracy(task: Task, *, lr: float | Callable, seed: int = 0,
                   update: jt.SparseUpdate | None = None) -> float:
   """The same scheme trained in fp32 on the dequantized network (same channels, same
-  data order), with plain SGD: the reference the int8 results are held against."""
+  data order), with plain SGD (lr: a number or a schedule of the step, as for `jt.sgd`):
+  the reference the int8 results are held against."""
+  schedule = lr if callable(lr) else jt.constant(lr)
   qm = task.qm
   nodes, shapes = dequantized_graph(qm)
   plans = layer_plans(qm, update or task.update)
@@ -125,19 +128,43 @@ def fp32_accuracy(task: Task, *, lr: float, seed: int = 0,
     return float_forward(nodes, shapes, qm.input_id, x, p)[qm.output_id]
 
   @jax.jit
-  def step(p, x, y):
+  def step(p, x, y, t):
     g = jax.grad(lambda p: jt.softmax_cross_entropy(logits(p, x), y))(p)
-    return jax.tree_util.tree_map(lambda a, gg, m: a - lr * gg * m, p, g, masks)
+    rate = schedule(t)
+    return jax.tree_util.tree_map(lambda a, gg, m: a - rate * gg * m, p, g, masks)
 
   x, y = task.train
   rng = np.random.default_rng(seed)
+  t = 0
   for _ in range(task.epochs):
     for i in rng.permutation(len(x)):
-      params = step(params, jnp.asarray(deq(x[i:i + 1])), jnp.asarray(y[i:i + 1]))
+      params = step(params, jnp.asarray(deq(x[i:i + 1])), jnp.asarray(y[i:i + 1]), t)
+      t += 1
   xt, yt = task.test
   pred = np.concatenate([np.asarray(jax.jit(logits)(params, jnp.asarray(deq(xt[i:i + 256]))))
                          for i in range(0, len(xt), 256)]).argmax(-1)
   return float(np.mean(pred == yt))
+
+
+def validation_task(task: Task, fraction: float = 0.7) -> Task:
+  """The task with its training split cut in two: train on `fraction`, test on the rest
+  (a fixed permutation, the same for every method)."""
+  x, y = task.train
+  order = np.random.default_rng(0).permutation(len(x))
+  cut = int(fraction * len(x))
+  fit, val = order[:cut], order[cut:]
+  return replace(task, train=(x[fit], y[fit]), test=(x[val], y[val]))
+
+
+def pick_lr(task: Task, grid: Sequence[float], accuracy: Callable[[Task, float], float],
+            default: float | None = None) -> tuple[float, dict[float, float]]:
+  """The learning rate of `grid` with the best validation accuracy (training on 70 % of
+  the training split, scoring on the other 30 %); ties go to `default`, else the smallest."""
+  val = validation_task(task)
+  scores = {lr: accuracy(val, lr) for lr in grid}
+  best = max(scores.values())
+  tied = [lr for lr in sorted(grid) if scores[lr] == best]
+  return (default if default in tied else tied[0]), scores
 
 
 # --- reporting ------------------------------------------------------------------------------

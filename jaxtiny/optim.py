@@ -16,50 +16,101 @@ round is rne ("nearest") or floor(v + u) with u in [0, 1) from a counter-based h
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.extend.core import Primitive
 
 from jaxtiny.numerics import WEIGHT_MAX
-from jaxtiny.primitives import F32, I32, sat_add
+from jaxtiny.primitives import F32, I32, check_carriers, register, sat_add, shaped
 
-Schedule = Callable[[jax.Array], jax.Array]
+
+@dataclass(frozen=True)
+class Schedule:
+  """A learning-rate schedule the lowering can serialize: constant, or cosine decay from
+  `lr` to `final` over `steps` steps (then `final`)."""
+
+  kind: str
+  lr: float
+  steps: int = 0
+  final: float = 0.0
+
+  def __call__(self, step: jax.Array) -> jax.Array:
+    if self.kind == "constant":
+      return jnp.asarray(self.lr, F32)
+    t = jnp.minimum(jnp.asarray(step, F32) / self.steps, 1.0)
+    return (self.final + 0.5 * (self.lr - self.final) * (1.0 + jnp.cos(math.pi * t))
+            ).astype(F32)
 
 
 def constant(lr: float) -> Schedule:
   """A constant learning rate."""
-  return lambda step: jnp.asarray(lr, F32)
+  return Schedule("constant", float(lr))
 
 
 def cosine(lr: float, steps: int, final: float = 0.0) -> Schedule:
   """Cosine decay from `lr` to `final` over `steps` steps, then `final`."""
   if steps <= 0:
     raise ValueError(f"cosine schedule needs steps > 0, got {steps}")
-
-  def schedule(step):
-    t = jnp.minimum(jnp.asarray(step, F32) / steps, 1.0)
-    return (final + 0.5 * (lr - final) * (1.0 + jnp.cos(math.pi * t))).astype(F32)
-
-  return schedule
+  return Schedule("cosine", float(lr), int(steps), float(final))
 
 
 def _schedule(lr: float | Schedule) -> Schedule:
-  return lr if callable(lr) else constant(float(lr))
+  if isinstance(lr, Schedule):
+    return lr
+  if callable(lr):
+    raise TypeError("a learning rate must be a number, jt.constant(...) or jt.cosine(...): "
+                    "the device runs the schedule, so it must be one it knows")
+  return constant(float(lr))
 
 
 @dataclass(frozen=True)
 class Optimizer:
-  """A per-element optimizer; `slots` float32 values of state per trained element."""
+  """A per-element optimizer in real units; `slots` float32 values of state per trained
+  element. Hashable and plain data: it is a parameter of the update primitive."""
 
-  name: str
+  kind: str  # "sgd" | "adam"
   lr: Schedule
-  slots: int
-  init: Callable[[tuple[int, ...]], dict]
-  step: Callable[[jax.Array, dict, jax.Array, jax.Array], tuple[jax.Array, dict]]
+  momentum: float = 0.0
+  b1: float = 0.9
+  b2: float = 0.999
+  eps: float = 1e-8
+
+  @property
+  def slots(self) -> int:
+    return 2 if self.kind == "adam" else int(self.momentum != 0.0)
+
+  @property
+  def name(self) -> str:
+    if self.kind == "sgd" and self.momentum:
+      return f"sgd(momentum={self.momentum})"
+    return self.kind
+
+  @property
+  def slot_names(self) -> tuple[str, ...]:
+    return ("m", "v")[:self.slots]
+
+  def init(self, shape: tuple[int, ...]) -> dict:
+    return {k: jnp.zeros(shape, F32) for k in self.slot_names}
+
+  def step(self, g: jax.Array, s: dict, lr_t: jax.Array, t: jax.Array
+           ) -> tuple[jax.Array, dict]:
+    """(real step, new state) from a gradient in real units."""
+    if self.kind == "sgd":
+      if not self.momentum:
+        return lr_t * g, s
+      m = F32(self.momentum) * s["m"] + g
+      return lr_t * m, {"m": m}
+    b1, b2 = F32(self.b1), F32(self.b2)
+    m = b1 * s["m"] + (1 - b1) * g
+    v = b2 * s["v"] + (1 - b2) * g * g
+    k = jnp.asarray(t, F32) + 1
+    mhat = m / (1 - b1 ** k)
+    vhat = v / (1 - b2 ** k)
+    return lr_t * mhat / (jnp.sqrt(vhat) + F32(self.eps)), {"m": m, "v": v}
 
   def state_bytes(self, elements: int) -> int:
     return 4 * self.slots * elements
@@ -67,36 +118,13 @@ class Optimizer:
 
 def sgd(lr: float | Schedule, momentum: float = 0.0) -> Optimizer:
   """SGD (the paper's choice at batch 1: no momentum); momentum costs 4 bytes/element."""
-  sched = _schedule(lr)
-  if momentum == 0.0:
-    return Optimizer("sgd", sched, 0, lambda shape: {},
-                     lambda g, s, lr_t, step: (lr_t * g, s))
-  mu = F32(momentum)
-
-  def step(g, s, lr_t, t):
-    m = mu * s["m"] + g
-    return lr_t * m, {"m": m}
-
-  return Optimizer(f"sgd(momentum={momentum})", sched, 1,
-                   lambda shape: {"m": jnp.zeros(shape, F32)}, step)
+  return Optimizer("sgd", _schedule(lr), momentum=float(momentum))
 
 
 def adam(lr: float | Schedule, b1: float = 0.9, b2: float = 0.999,
          eps: float = 1e-8) -> Optimizer:
   """Adam; its two moments cost 8 bytes per trained element."""
-  sched = _schedule(lr)
-  b1f, b2f, epsf = F32(b1), F32(b2), F32(eps)
-
-  def step(g, s, lr_t, t):
-    m = b1f * s["m"] + (1 - b1f) * g
-    v = b2f * s["v"] + (1 - b2f) * g * g
-    k = jnp.asarray(t, F32) + 1
-    mhat = m / (1 - b1f ** k)
-    vhat = v / (1 - b2f ** k)
-    return lr_t * mhat / (jnp.sqrt(vhat) + epsf), {"m": m, "v": v}
-
-  return Optimizer("adam", sched, 2,
-                   lambda shape: {"m": jnp.zeros(shape, F32), "v": jnp.zeros(shape, F32)}, step)
+  return Optimizer("adam", _schedule(lr), b1=float(b1), b2=float(b2), eps=float(eps))
 
 
 # --- rounding ---------------------------------------------------------------------------
@@ -128,6 +156,51 @@ def apply_bias(b: jax.Array, delta: jax.Array, u: jax.Array | None) -> jax.Array
   """int32 b <- sat32(b + round(-delta)); the step is bounded before the integer cast."""
   step = jnp.clip(_round(-delta, u), F32(-(2.0 ** 30)), F32(2.0 ** 30))
   return sat_add(b, step.astype(I32))
+
+
+# --- the update as one primitive ----------------------------------------------------------
+# One equation per trained parameter in the step's jaxpr: the lowering reads it as one op
+# (fused with the gradient that feeds it), and the reference executor and the C runtime
+# implement the same arithmetic.
+
+update_p = Primitive("jt_update")
+update_p.multiple_results = True
+
+
+def _update_impl(p, g, inv, step, *slots, kind, optimizer, rounding, seed, pid):
+  inv = inv.reshape((-1,) + (1,) * (p.ndim - 1))
+  lr = optimizer.lr(step)
+  d_real, new = optimizer.step(g * inv, dict(zip(optimizer.slot_names, slots)), lr, step)
+  u = None if rounding == "nearest" else hash_uniform(seed, step, pid, p.shape)
+  apply = apply_weight if kind == "weight" else apply_bias
+  return [apply(p, d_real * inv, u), *(new[k] for k in optimizer.slot_names)]
+
+
+def _update_abstract(p, g, inv, step, *slots, kind, optimizer, rounding, seed, pid):
+  check_carriers("update", g, inv, *slots)
+  if g.shape != p.shape or any(s.shape != p.shape for s in slots):
+    raise ValueError(f"update: gradient {g.shape} / state shapes differ from {p.shape}")
+  if inv.shape != (p.shape[0],):
+    raise ValueError(f"update: scale factors {inv.shape} are not per output channel")
+  if len(slots) != optimizer.slots:
+    raise ValueError(f"update: {optimizer.name} needs {optimizer.slots} state slots")
+  want = I32 if kind == "bias" else F32
+  if p.dtype != want:
+    raise ValueError(f"update: a {kind} must be {jnp.dtype(want).name}, got {p.dtype}")
+  return [jax.core.ShapedArray(p.shape, p.dtype), *(shaped(s.shape) for s in slots)]
+
+
+register(update_p, _update_impl, _update_abstract)
+
+
+def update(p, g, inv, step, slots: dict, *, kind: str, optimizer: Optimizer, rounding: str,
+           seed: int, pid: int) -> tuple[jax.Array, dict]:
+  """One device-faithful update of a trained weight (int8 carrier) or bias (int32): QAS
+  factor `inv` per output channel (1 without QAS), optimizer step in real units, rounding."""
+  out = update_p.bind(p, g, jnp.asarray(inv, F32), jnp.asarray(step, I32),
+                      *(slots[k] for k in optimizer.slot_names), kind=kind,
+                      optimizer=optimizer, rounding=rounding, seed=int(seed), pid=int(pid))
+  return out[0], dict(zip(optimizer.slot_names, out[1:]))
 
 
 def tree_bytes(tree: Any) -> int:

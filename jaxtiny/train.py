@@ -17,7 +17,7 @@ import numpy as np
 
 from jaxtiny.autodiff import LayerPlan, train_forward
 from jaxtiny.errors import InputError
-from jaxtiny.optim import F32, Optimizer, apply_bias, apply_weight, hash_uniform, sgd
+from jaxtiny.optim import F32, Optimizer, sgd, update
 from jaxtiny.qmodel import QModel
 from jaxtiny.sparse import SparseUpdate, layer_plans, trained_weight_shape, update_cost
 
@@ -43,8 +43,7 @@ class Trainer:
     self.plans = layer_plans(qm, update)
     self.cost = update_cost(qm, update, optimizer)
     nodes = {n.name: n for n in qm.layers}
-    # Per trained parameter: 1/scale in real units (QAS) broadcast along the weight's
-    # output-channel axis, or 1 without QAS.
+    # Per trained parameter and output channel: 1/scale in real units (QAS), or 1.
     self._inv_w: dict[str, np.ndarray] = {}
     self._inv_b: dict[str, np.ndarray] = {}
     for name, plan in self.plans.items():
@@ -53,10 +52,8 @@ class Trainer:
       s_x = qm.tensors[n.inputs[0]].qparams.scale
       shape = trained_weight_shape(qm, name, plan) if plan.channels is not None else None
       if shape is not None:
-        sw = _take(s_w, plan) if plan.axis == 0 else s_w
-        inv = (1.0 / sw).reshape((-1,) + (1,) * (len(shape) - 1))
-        self._inv_w[name] = np.broadcast_to(inv if qas else np.ones_like(inv),
-                                            shape).astype(np.float32)
+        inv = 1.0 / (_take(s_w, plan) if plan.axis == 0 else s_w)
+        self._inv_w[name] = (inv if qas else np.ones_like(inv)).astype(np.float32)
       if plan.bias:
         inv_b = 1.0 / (s_x * s_w)
         self._inv_b[name] = (inv_b if qas else np.ones_like(inv_b)).astype(np.float32)
@@ -114,26 +111,15 @@ class Trainer:
     loss, (g_w, g_b) = jax.value_and_grad(loss_of, argnums=(0, 1))(state["weights"],
                                                                    self._handles(state))
     step = state["step"]
-    lr = self.optimizer.lr(step)
-    new_w, new_b, new_opt = {}, {}, {"weights": {}, "biases": {}}
-    for pid, (k, w) in enumerate(sorted(state["weights"].items())):
-      inv = self._inv_w[k]
-      d_real, new_opt["weights"][k] = self.optimizer.step(
-        g_w[k] * inv, state["opt"]["weights"][k], lr, step)
-      u = self._uniform(step, pid, w.shape)
-      new_w[k] = apply_weight(w, d_real * inv, u)
-    offset = len(state["weights"])
-    for pid, (k, b) in enumerate(sorted(state["biases"].items()), start=offset):
-      inv = self._inv_b[k]
-      d_real, new_opt["biases"][k] = self.optimizer.step(
-        g_b[k] * inv, state["opt"]["biases"][k], lr, step)
-      new_b[k] = apply_bias(b, d_real * inv, self._uniform(step, pid, b.shape))
-    return {"weights": new_w, "biases": new_b, "opt": new_opt, "step": step + 1}, loss
-
-  def _uniform(self, step, pid: int, shape) -> jax.Array | None:
-    if self.rounding == "nearest":
-      return None
-    return hash_uniform(self.seed, step, pid, shape)
+    new = {"weights": {}, "biases": {}, "opt": {"weights": {}, "biases": {}}}
+    # Parameter ids (for the rounding hash): weights in name order, then biases.
+    params = [("weights", k, g_w[k], self._inv_w[k], "weight") for k in sorted(g_w)]
+    params += [("biases", k, g_b[k], self._inv_b[k], "bias") for k in sorted(g_b)]
+    for pid, (group, k, g, inv, kind) in enumerate(params):
+      new[group][k], new["opt"][group][k] = update(
+        state[group][k], g, inv, step, state["opt"][group][k], kind=kind,
+        optimizer=self.optimizer, rounding=self.rounding, seed=self.seed, pid=pid)
+    return {**new, "step": step + 1}, loss
 
   def step(self, state: State, x8: Any, labels: Any) -> tuple[State, jax.Array]:
     """One training step on a batch (the device runs batch 1); returns (state, loss)."""
@@ -156,6 +142,13 @@ class Trainer:
       raise InputError(f"step expects a batch of shape (N, "
                        f"{', '.join(map(str, self.qm.input_shape))}), got {x8.shape}")
     return x8
+
+  def lower(self, name: str | None = None):
+    """The step (batch 1) and inference lowered to a `lowering.Program`: an op list with
+    its tensors, runnable on the host by the reference executor."""
+    from lowering.program import lower  # lowering builds on jaxtiny, not the reverse
+
+    return lower(self, name)
 
   def step_jaxpr(self, state: State, batch: int = 1):
     """The closed jaxpr of one training step at `batch` (the lowering's input)."""

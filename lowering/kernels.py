@@ -609,3 +609,65 @@ def merge_channels(w: np.ndarray, w_sel: np.ndarray, axis: int,
   out = w.copy()
   out[tuple(idx)] = w_sel
   return out
+
+
+# --- the parameter update (jaxtiny.optim.update) ------------------------------------------
+# Float32 throughout, in the order jaxtiny's update primitive computes; transcendental
+# functions (cos of a cosine schedule, b**k of Adam) may differ from XLA by an ulp.
+
+
+def learning_rate(kind: str, lr: float, steps: int, final: float, step: int) -> np.float32:
+  """constant: lr; cosine: final + (lr - final)/2 * (1 + cos(pi * min(step/steps, 1)))."""
+  if kind == "constant":
+    return np.float32(lr)
+  t = np.minimum(np.float32(step) / np.float32(steps), np.float32(1))
+  c = np.float32(1) + np.cos(np.float32(np.pi) * t, dtype=np.float32)
+  return np.float32(np.float32(0.5 * (lr - final)) * c + np.float32(final))
+
+
+def optimizer_step(kind: str, g: np.ndarray, slots: list[np.ndarray], lr: np.float32,
+                   step: int, momentum: float, b1: float, b2: float,
+                   eps: float) -> tuple[np.ndarray, list[np.ndarray]]:
+  """(real step, new slots) from a float32 gradient in real units: SGD (momentum: one
+  slot m), Adam (slots m, v)."""
+  f = np.float32
+  if kind == "sgd":
+    if not momentum:
+      return lr * g, []
+    m = f(momentum) * slots[0] + g
+    return lr * m, [m]
+  b1f, b2f = f(b1), f(b2)
+  m = b1f * slots[0] + (f(1) - b1f) * g
+  v = b2f * slots[1] + (f(1) - b2f) * g * g
+  k = f(step) + f(1)
+  mhat = m / (f(1) - b1f ** k)
+  vhat = v / (f(1) - b2f ** k)
+  return lr * mhat / (np.sqrt(vhat) + f(eps)), [m, v]
+
+
+def hash_uniform(seed: int, step: int, param: int, n: int) -> np.ndarray:
+  """u in [0, 1) per element index 0..n-1: lowbias32 of seed, step, parameter, index."""
+  with np.errstate(over="ignore"):
+    base = (np.uint32(seed) * np.uint32(0x9E3779B1) + np.uint32(step) * np.uint32(0x85EBCA77)
+            + np.uint32(param) * np.uint32(0xC2B2AE3D))
+    h = base + np.arange(n, dtype=np.uint32)
+    h ^= h >> np.uint32(16)
+    h *= np.uint32(0x7FEB352D)
+    h ^= h >> np.uint32(15)
+    h *= np.uint32(0x846CA68B)
+    h ^= h >> np.uint32(16)
+  return (h >> np.uint32(8)).astype(np.float32) * np.float32(2.0 ** -24)
+
+
+def apply_update(p: np.ndarray, delta: np.ndarray, u: np.ndarray | None) -> np.ndarray:
+  """int8 weight: clamp(round(w - delta), -127, 127); int32 bias: sat32(b + round(-delta))
+  with the step bounded to +-2**30 before the integer cast. round: rne, or floor(v + u)."""
+  def rnd(v):
+    return np.rint(v) if u is None else np.floor(v + u.reshape(v.shape))
+
+  if p.dtype == np.int8:
+    v = p.astype(np.float32) - delta
+    return np.clip(rnd(v), -127, 127).astype(np.int8)
+  _int32_array(p, "bias")
+  step = np.clip(rnd(-delta), np.float32(-(2.0 ** 30)), np.float32(2.0 ** 30)).astype(np.int32)
+  return sat_add_int32(p, step)

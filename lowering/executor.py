@@ -1,0 +1,338 @@
+"""The reference executor: runs a lowered program op by op with the numpy kernels of
+`lowering.kernels`. It is the living definition of every opcode; the C runtime is tested
+against it (forward bit-exact, float32 backward within a stated tolerance).
+
+Tensors live in a dict here (the memory plan is checked separately); masks are stored
+packed, 8 elements per byte, as on the device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from lowering import kernels as K
+from lowering.ir import NUMPY, Graph, Op
+
+Env = dict[int, np.ndarray]
+KERNELS: dict[str, Callable[[Any, Op], None]] = {}
+
+
+def kernel(name: str):
+  def register(f):
+    KERNELS[name] = f
+    return f
+
+  return register
+
+
+class Executor:
+  """State (trained parameters, optimizer state, step) persists across calls."""
+
+  def __init__(self, graph: Graph, optimizer: dict, rounding: str, seed: int):
+    self.g = graph
+    self.optimizer, self.rounding, self.seed = optimizer, rounding, seed
+    self.state: Env = {t.id: t.data.copy() for t in graph.tensors if t.storage == "state"}
+    self.env: Env = {}
+
+  # --- tensor access ----------------------------------------------------------------------
+
+  def get(self, tid: int) -> np.ndarray:
+    t = self.g.tensors[tid]
+    if t.alias is not None:
+      return self.get(t.alias).reshape(t.shape)
+    if t.storage == "const":
+      return t.data
+    if t.storage == "state":
+      return self.state[tid]
+    return self.env[tid]
+
+  def set(self, tid: int, value: np.ndarray) -> None:
+    t = self.g.tensors[tid]
+    want = NUMPY[t.dtype]
+    value = np.asarray(value)
+    if t.dtype != "bit" and (value.dtype != want or value.shape != t.shape):
+      raise AssertionError(f"op wrote {value.dtype}{value.shape} into {t.name} "
+                           f"({t.dtype}{t.shape})")
+    (self.state if t.storage == "state" else self.env)[tid] = value
+
+  def mask(self, tid: int, lo: int, hi: int) -> np.ndarray:
+    """An int8 stand-in for an output whose clamp mask is stored: inside -> lo + 1."""
+    t = self.g.tensors[tid]
+    bits = np.unpackbits(self.get(tid), count=t.elements, bitorder="little")
+    return np.where(bits.reshape(t.shape) == 1, lo + 1, lo).astype(np.int8)
+
+  def run(self, ops: list[Op], io: Env) -> None:
+    self.env = dict(io)
+    for op in ops:
+      KERNELS[op.name](self, op)
+
+
+# --- int8 forward ---------------------------------------------------------------------------
+
+
+def _weight(ex: Executor, op: Op, w_index: int) -> np.ndarray:
+  """The full int8 weight, with trained channels (state, the last-but-one operand) over
+  the frozen ones (flash); the channel list is the last operand."""
+  w = ex.get(op.inputs[w_index])
+  if "sel_axis" not in op.attrs:
+    return w
+  w_sel, sel = ex.get(op.inputs[-2]), ex.get(op.inputs[-1])
+  return K.merge_channels(w, w_sel, op.attrs["sel_axis"], sel.tolist())
+
+
+@kernel("conv2d_s8")
+def _conv(ex: Executor, op: Op) -> None:
+  a = op.attrs
+  x, _, b, m = (ex.get(i) for i in op.inputs[:4])
+  ex.set(op.outputs[0], K.conv2d(x, _weight(ex, op, 1), b, m, a["strides"], a["padding"],
+                                 a["groups"], a["x_zero"], a["y_zero"], a["lo"], a["hi"]))
+
+
+@kernel("dense_s8")
+def _dense(ex: Executor, op: Op) -> None:
+  a = op.attrs
+  x, _, b, m = (ex.get(i) for i in op.inputs[:4])
+  ex.set(op.outputs[0], K.dense(x, _weight(ex, op, 1), b, m, a["x_zero"], a["y_zero"],
+                                a["lo"], a["hi"]))
+
+
+@kernel("add_s8")
+def _add(ex: Executor, op: Op) -> None:
+  a = op.attrs
+  ex.set(op.outputs[0], K.add(ex.get(op.inputs[0]), ex.get(op.inputs[1]), a["a_zero"],
+                              a["b_zero"], a["a_mult"], a["b_mult"], a["m"], a["y_zero"],
+                              a["lo"], a["hi"]))
+
+
+@kernel("avgpool_s8")
+def _avgpool(ex: Executor, op: Op) -> None:
+  a = op.attrs
+  ex.set(op.outputs[0], K.avgpool(ex.get(op.inputs[0]), ex.get(op.inputs[1]), a["window"],
+                                  a["strides"], a["padding"], a["x_zero"], a["y_zero"],
+                                  a["lo"], a["hi"]))
+
+
+@kernel("maxpool_s8")
+def _maxpool(ex: Executor, op: Op) -> None:
+  a = op.attrs
+  ex.set(op.outputs[0], K.maxpool(ex.get(op.inputs[0]), a["window"], a["strides"],
+                                  a["padding"]))
+
+
+@kernel("requant_s8")
+def _requant(ex: Executor, op: Op) -> None:
+  a = op.attrs
+  ex.set(op.outputs[0], K.requant(ex.get(op.inputs[0]), a["x_zero"], a["m"], a["y_zero"],
+                                  a["lo"], a["hi"]))
+
+
+@kernel("concat_s8")
+def _concat(ex: Executor, op: Op) -> None:
+  a = op.attrs
+  ex.set(op.outputs[0], K.concat([ex.get(i) for i in op.inputs], a["axis"], a["zeros"],
+                                 a["mults"], a["y_zero"]))
+
+
+@kernel("copy")
+def _copy(ex: Executor, op: Op) -> None:
+  t = ex.g.tensors[op.outputs[0]]
+  ex.set(op.outputs[0], ex.get(op.inputs[0]).reshape(t.shape).astype(NUMPY[t.dtype]))
+
+
+@kernel("mask_s8")
+def _mask(ex: Executor, op: Op) -> None:
+  y = ex.get(op.inputs[0])
+  inside = (y > op.attrs["lo"]) & (y < op.attrs["hi"])
+  ex.set(op.outputs[0], np.packbits(inside.reshape(-1), bitorder="little"))
+
+
+@kernel("gather_channels_s8")
+def _gather_channels(ex: Executor, op: Op) -> None:
+  x, sel = ex.get(op.inputs[0]), ex.get(op.inputs[1])
+  ex.set(op.outputs[0], np.ascontiguousarray(x[..., sel]))
+
+
+# --- backward -------------------------------------------------------------------------------
+
+
+def _stand_in(ex: Executor, op: Op, index: int, lo: int = -128, hi: int = 127) -> np.ndarray:
+  return ex.mask(op.inputs[index], lo, hi)
+
+
+@kernel("requant_bw_f32")
+def _requant_bw(ex: Executor, op: Op) -> None:
+  g, m = ex.get(op.inputs[0]), ex.get(op.inputs[2])
+  ex.set(op.outputs[0], K.requant_bw(g, _stand_in(ex, op, 1), m, -128, 127))
+
+
+@kernel("conv2d_bw_input_f32")
+def _conv_bw_input(ex: Executor, op: Op) -> None:
+  a = op.attrs
+  shape = ex.g.tensors[op.outputs[0]].shape
+  ex.set(op.outputs[0], K.conv2d_bw_input(ex.get(op.inputs[0]), _weight(ex, op, 1),
+                                          a["strides"], a["padding"], a["groups"], shape[1:]))
+
+
+@kernel("dense_bw_input_f32")
+def _dense_bw_input(ex: Executor, op: Op) -> None:
+  ex.set(op.outputs[0], K.dense_bw_input(ex.get(op.inputs[0]), _weight(ex, op, 1)))
+
+
+@kernel("add_bw_f32")
+def _add_bw(ex: Executor, op: Op) -> None:
+  a = op.attrs
+  ga, gb = K.add_bw(ex.get(op.inputs[0]), _stand_in(ex, op, 1), a["a_mult"], a["b_mult"],
+                    a["m"], -128, 127)
+  ex.set(op.outputs[0], ga)
+  ex.set(op.outputs[1], gb)
+
+
+@kernel("avgpool_bw_f32")
+def _avgpool_bw(ex: Executor, op: Op) -> None:
+  a = op.attrs
+  shape = ex.g.tensors[op.outputs[0]].shape
+  ex.set(op.outputs[0], K.avgpool_bw(ex.get(op.inputs[0]), _stand_in(ex, op, 1),
+                                     ex.get(op.inputs[2]), a["window"], a["strides"],
+                                     a["padding"], -128, 127, shape[1:]))
+
+
+@kernel("maxpool_bw_f32")
+def _maxpool_bw(ex: Executor, op: Op) -> None:
+  a = op.attrs
+  g, x, y = (ex.get(i) for i in op.inputs)
+  ex.set(op.outputs[0], K.maxpool_bw(g, x, y, a["window"], a["strides"], a["padding"]))
+
+
+@kernel("concat_bw_f32")
+def _concat_bw(ex: Executor, op: Op) -> None:
+  a = op.attrs
+  parts = K.concat_bw(ex.get(op.inputs[0]), _stand_in(ex, op, 1), a["axis"], a["sizes"],
+                      a["mults"], a["identity"])
+  for t, part in zip(op.outputs, parts, strict=True):
+    ex.set(t, np.ascontiguousarray(part))
+
+
+def _update(ex: Executor, op: Op, grad: np.ndarray, p_index: int) -> None:
+  """Optimizer step in real units (QAS factor per output channel), rounding, in place."""
+  o = ex.optimizer
+  p_id = op.inputs[p_index]
+  p = ex.get(p_id)
+  inv = ex.get(op.inputs[p_index + 1]).reshape((-1,) + (1,) * (p.ndim - 1))
+  slots = [ex.get(i) for i in op.inputs[p_index + 2:-1]]
+  step = int(ex.get(op.inputs[-1]))
+  lr = K.learning_rate(o["schedule"], o["lr"], o["steps"], o["final"], step)
+  d_real, new = K.optimizer_step(o["kind"], grad * inv, slots, lr, step, o["momentum"],
+                                 o["b1"], o["b2"], o["eps"])
+  u = None if ex.rounding == "nearest" else K.hash_uniform(ex.seed, step, op.attrs["pid"],
+                                                           p.size)
+  ex.set(p_id, K.apply_update(p, d_real * inv, u))
+  for t, v in zip(op.outputs[1:], new, strict=True):
+    ex.set(t, v.astype(np.float32))
+
+
+@kernel("conv2d_update_s8")
+def _conv_update(ex: Executor, op: Op) -> None:
+  a = op.attrs
+  g, x = ex.get(op.inputs[0]), ex.get(op.inputs[1])
+  w = ex.get(op.inputs[2])
+  groups = a["groups"]
+  if a["channels"] is not None and groups > 1:  # depthwise: the saved channels, one group each
+    g, groups = g[..., list(a["channels"])], len(a["channels"])
+  grad = K.conv2d_bw_weight(g, x, a["strides"], a["padding"], groups, a["x_zero"],
+                            w.shape[1:3])
+  _update(ex, op, grad, 2)
+
+
+@kernel("dense_update_s8")
+def _dense_update(ex: Executor, op: Op) -> None:
+  grad = K.dense_bw_weight(ex.get(op.inputs[0]), ex.get(op.inputs[1]), op.attrs["x_zero"])
+  _update(ex, op, grad, 2)
+
+
+@kernel("bias_update_i32")
+def _bias_update(ex: Executor, op: Op) -> None:
+  _update(ex, op, K.bias_bw(ex.get(op.inputs[0])), 1)
+
+
+# --- small ops of the loss ------------------------------------------------------------------
+
+_UNARY = {"neg": np.negative, "exp": np.exp, "log": np.log, "floor": np.floor,
+          "not": np.logical_not, "sqrt": np.sqrt}
+_BINARY = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide,
+           "max": np.maximum, "min": np.minimum, "lt": np.less, "gt": np.greater,
+           "le": np.less_equal, "ge": np.greater_equal, "eq": np.equal, "ne": np.not_equal,
+           "and": np.logical_and, "or": np.logical_or}
+
+
+def _out(ex: Executor, op: Op, value: np.ndarray) -> None:
+  t = ex.g.tensors[op.outputs[0]]
+  ex.set(op.outputs[0], np.asarray(value).astype(NUMPY[t.dtype]).reshape(t.shape))
+
+
+@kernel("cast")
+def _cast(ex: Executor, op: Op) -> None:
+  _out(ex, op, ex.get(op.inputs[0]))
+
+
+@kernel("unary")
+def _unary(ex: Executor, op: Op) -> None:
+  _out(ex, op, _UNARY[op.attrs["fn"]](ex.get(op.inputs[0])))
+
+
+@kernel("binary")
+def _binary(ex: Executor, op: Op) -> None:
+  a, b = ex.get(op.inputs[0]), ex.get(op.inputs[1])
+  with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+    _out(ex, op, _BINARY[op.attrs["fn"]](a, b))
+
+
+@kernel("select")
+def _select(ex: Executor, op: Op) -> None:
+  pred, a, b = (ex.get(i) for i in op.inputs)
+  _out(ex, op, np.where(pred, b, a))
+
+
+@kernel("reduce")
+def _reduce(ex: Executor, op: Op) -> None:
+  x = ex.get(op.inputs[0])
+  if op.attrs["fn"] == "sum":
+    _out(ex, op, np.sum(x, axis=op.attrs["axes"], dtype=x.dtype))
+  else:
+    _out(ex, op, np.max(x, axis=op.attrs["axes"]))
+
+
+@kernel("broadcast")
+def _broadcast(ex: Executor, op: Op) -> None:
+  x = ex.get(op.inputs[0])
+  shape = ex.g.tensors[op.outputs[0]].shape
+  expanded = [1] * len(shape)
+  for src, dst in enumerate(op.attrs["dims"]):
+    expanded[dst] = x.shape[src]
+  _out(ex, op, np.broadcast_to(x.reshape(expanded), shape))
+
+
+@kernel("iota")
+def _iota(ex: Executor, op: Op) -> None:
+  t = ex.g.tensors[op.outputs[0]]
+  ax = op.attrs["axis"]
+  shape = [1] * len(t.shape)
+  shape[ax] = t.shape[ax]
+  _out(ex, op, np.broadcast_to(np.arange(t.shape[ax]).reshape(shape), t.shape))
+
+
+@kernel("take_last")
+def _take_last(ex: Executor, op: Op) -> None:
+  x, idx = ex.get(op.inputs[0]), ex.get(op.inputs[1])
+  _out(ex, op, np.take_along_axis(x, idx.astype(np.int64), axis=-1))
+
+
+@kernel("scatter_add_last")
+def _scatter_add_last(ex: Executor, op: Op) -> None:
+  x, idx, v = (ex.get(i) for i in op.inputs)
+  y = x.copy()
+  np.put_along_axis(y, idx.astype(np.int64),
+                    np.take_along_axis(y, idx.astype(np.int64), axis=-1) + v, axis=-1)
+  _out(ex, op, y)

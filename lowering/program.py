@@ -1,0 +1,121 @@
+"""`lower(trainer) -> Program`: the whole training step and inference as op lists."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxtiny.errors import InputError, UnsupportedError
+from lowering.capture import flatten
+from lowering.convert import Lowerer
+from lowering.executor import Executor
+from lowering.ir import Graph, Op
+
+STATE_DTYPES = {"weights": "i8", "biases": "i32", "opt": "f32", "step": "i32"}
+
+
+def _path_name(path) -> str:
+  return "/".join(str(getattr(k, "key", k)) for k in path)
+
+
+def _infer_ops(g: Graph, ops: list[Op], logits8: int) -> list[Op]:
+  """The forward ops the int8 logits depend on, in program order."""
+  need = {g.base(logits8)}
+  keep = []
+  for op in reversed(ops):
+    if any(g.base(t) in need for t in op.outputs):
+      keep.append(op)
+      need.update(g.base(t) for t in op.inputs)
+  return keep[::-1]
+
+
+class Program:
+  """A lowered training step: tensors, the train and infer op lists, the optimizer."""
+
+  def __init__(self, graph: Graph, train_ops: list[Op], infer_ops: list[Op], io: dict[str, int],
+               optimizer: dict, rounding: str, seed: int, name: str = "model"):
+    self.graph, self.train_ops, self.infer_ops, self.io = graph, train_ops, infer_ops, io
+    self.optimizer, self.rounding, self.seed, self.name = optimizer, rounding, seed, name
+    self._ex = Executor(graph, optimizer, rounding, seed)
+
+  @property
+  def input_shape(self) -> tuple[int, ...]:
+    return self.graph.tensors[self.io["input"]].shape[1:]
+
+  def _input(self, x8: Any) -> np.ndarray:
+    x8 = np.asarray(x8)
+    if x8.dtype != np.int8:
+      raise InputError(f"the program takes an int8 input, got {x8.dtype}")
+    if x8.shape != self.input_shape:
+      raise InputError(f"the program takes one input of shape {self.input_shape}, got "
+                       f"{x8.shape}")
+    return x8.reshape((1, *x8.shape))
+
+  def train_step(self, x8: Any, label: int) -> float:
+    """One training step on one example with the reference executor; returns the loss."""
+    n = self.graph.tensors[self.io["logits"]].shape[-1]
+    if not 0 <= int(label) < n:
+      raise InputError(f"label must lie in [0, {n}), got {label}")
+    io = {self.io["input"]: self._input(x8), self.io["label"]: np.array([label], np.int32)}
+    self._ex.run(self.train_ops, io)
+    return float(self._ex.env[self.io["loss"]])
+
+  def infer(self, x8: Any) -> np.ndarray:
+    """int8 logits of one input, with the current trained state."""
+    self._ex.run(self.infer_ops, {self.io["input"]: self._input(x8)})
+    return self._ex.get(self.io["logits"])[0].copy()
+
+  def state(self) -> dict[str, np.ndarray]:
+    """The persistent state by name (trained parameters, optimizer state, step)."""
+    return {self.graph.tensors[t].name: v.copy() for t, v in self._ex.state.items()}
+
+
+def lower(trainer, name: str | None = None) -> Program:
+  """Lower `trainer`'s step (batch 1) and its inference to a Program."""
+  state = trainer.init()
+  leaves = jax.tree_util.tree_flatten_with_path(state)[0]
+  names = [_path_name(p) for p, _ in leaves]
+  closed = trainer.step_jaxpr(state, batch=1)
+  prog = flatten(closed, [*names, "input", "label"])
+  g = Graph()
+  lw = Lowerer(prog, g)
+  state_ids = []
+  for ref, nm, (_, value) in zip(prog.inputs, names, leaves, strict=False):
+    dt = STATE_DTYPES[nm.split("/")[0]]
+    data = np.asarray(value)
+    if dt == "i8":
+      data = data.astype(np.int8)
+    tid = g.add(nm, data.shape, dt, "state", np.array(data, order="C"))
+    lw.bind(ref, tid)
+    state_ids.append(tid)
+  x_ref, y_ref = prog.inputs[len(names):]
+  io = {"input": g.add("input", x_ref.shape, "i8", "io"),
+        "label": g.add("label", y_ref.shape, "i32", "io")}
+  lw.bind(x_ref, io["input"])
+  lw.bind(y_ref, io["label"])
+  lw.run()
+  *new_state, loss = prog.outputs
+  for ref, tid in zip(new_state, state_ids, strict=True):
+    v = lw.tensor(ref)
+    if v != tid:
+      lw.emit("copy", [v], [tid])
+  io["loss"] = g.add("loss", (), "f32", "io")
+  lw.emit("copy", [lw.tensor(loss, "f32")], [io["loss"]])
+  ops = lw.ops()
+  casts = [op for op in ops if op.name == "cast" and g.tensors[op.inputs[0]].dtype == "i8"]
+  if len(casts) != 1:
+    raise UnsupportedError("lowering: the loss must read the int8 logits exactly once "
+                           f"(found {len(casts)} dequantizations)")
+  logits8 = casts[0].inputs[0]
+  infer = _infer_ops(g, [op for op in ops if op.name not in ("mask_s8", "gather_channels_s8")],
+                     logits8)
+  io["logits"] = g.add("logits", g.tensors[logits8].shape, "i8", "io")
+  infer.append(Op("copy", [logits8], [io["logits"]]))
+  opt = trainer.optimizer
+  spec = {"kind": opt.kind, "momentum": opt.momentum, "b1": opt.b1, "b2": opt.b2,
+          "eps": opt.eps, "schedule": opt.lr.kind, "lr": opt.lr.lr, "steps": opt.lr.steps,
+          "final": opt.lr.final}
+  return Program(g, ops, infer, io, spec, trainer.rounding, trainer.seed,
+                 name or trainer.qm.name)

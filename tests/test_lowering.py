@@ -1,0 +1,168 @@
+"""Lowering the training step: op list, fusions, and the reference executor vs the JAX
+simulation (inference bit-exact; trained parameters identical up to rounding boundaries)."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxtiny as jt
+from lowering import opset
+
+# The reference executor sums float32 gradients in its own order (numpy) and XLA in
+# another, so an update whose value sits within an ulp of a rounding boundary may round
+# the other way. Allowed: at most this fraction of a step's trained elements, by one unit.
+BOUNDARY_FRACTION = 0.01
+
+
+class Net(nn.Module):
+  """Every op kind of the small models: conv, depthwise, residual add, max/avg pool, dense."""
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.relu6(nn.Conv(8, (3, 3))(x))
+    x = nn.relu6(nn.Conv(8, (3, 3), strides=2, feature_group_count=8)(x))
+    y = nn.Conv(8, (1, 1))(nn.relu6(nn.Conv(8, (1, 1))(x)))
+    x = nn.relu(y + x)
+    x = nn.max_pool(nn.Conv(12, (1, 1))(x), (2, 2), (2, 2))
+    return nn.Dense(4)(x.mean(axis=(1, 2)))
+
+
+@pytest.fixture(scope="module")
+def qm():
+  m = Net()
+  v = jax.jit(m.init)(jax.random.key(0), jnp.zeros((1, 8, 8, 2)))
+  x = np.random.default_rng(0).normal(size=(32, 8, 8, 2)).astype(np.float32)
+  return jt.quantize(m, v, x)
+
+
+@pytest.fixture(scope="module")
+def data(qm):
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(12, 8, 8, 2)).astype(np.float32)
+  return qm.quantize_input(x), rng.integers(0, 4, 12).astype(np.int32)
+
+
+def _trainer(qm, update, optimizer=None, rounding="stochastic"):
+  return jt.tiny_train(qm, optimizer=optimizer or jt.sgd(0.2), update=update,
+                       rounding=rounding, seed=3)(jt.softmax_cross_entropy)
+
+
+def _run_both(tr, data, steps):
+  """Train `steps` examples in JAX and in the lowered program; returns the per-step
+  (loss pair, differing elements, trained elements)."""
+  prog = tr.lower()
+  state = tr.init()
+  x8, y = data
+  out = []
+  for i in range(steps):
+    state, loss = tr.step(state, x8[i:i + 1], y[i:i + 1])
+    loss_ref = prog.train_step(x8[i], int(y[i]))
+    ref = prog.state()
+    differ = total = 0
+    for group in ("weights", "biases"):
+      for k, v in state[group].items():
+        a = np.asarray(v).astype(ref[f"{group}/{k}"].dtype)
+        d = a.astype(np.int64) - ref[f"{group}/{k}"]
+        assert np.abs(d).max() <= 1, f"{group}/{k} differs by more than one unit"
+        differ += int(np.count_nonzero(d))
+        total += d.size
+        # Carry on from the same state, so one boundary case does not compound.
+        ref[f"{group}/{k}"][...] = a
+    out.append(((float(loss), loss_ref), differ, total))
+  return prog, out
+
+
+@pytest.mark.parametrize("update", [
+  jt.SparseUpdate(bias_last=2, weights={1: 0.5, 3: 0.5}),
+  jt.SparseUpdate.last_layers(5),
+  jt.SparseUpdate(),
+], ids=["sparse", "full", "classifier"])
+def test_executor_matches_simulation(qm, data, update):
+  _, steps = _run_both(_trainer(qm, update), data, 6)
+  for (loss, loss_ref), differ, total in steps:
+    assert loss_ref == pytest.approx(loss, rel=1e-5)
+    assert differ <= max(1, BOUNDARY_FRACTION * total)
+
+
+@pytest.mark.parametrize("optimizer", [jt.sgd(jt.cosine(0.3, 10), momentum=0.9),
+                                       jt.adam(jt.constant(0.01))], ids=["momentum", "adam"])
+def test_executor_optimizers(qm, data, optimizer):
+  _, steps = _run_both(_trainer(qm, jt.SparseUpdate(bias_last=1, weights={4: 0.5}), optimizer),
+                       data, 5)
+  for (loss, loss_ref), differ, total in steps:
+    assert loss_ref == pytest.approx(loss, rel=1e-5)
+    assert differ <= max(1, BOUNDARY_FRACTION * total)
+
+
+def test_inference_bit_exact_after_training(qm, data):
+  tr = _trainer(qm, jt.SparseUpdate(bias_last=3, weights={3: 0.5}), rounding="nearest")
+  prog = tr.lower()
+  x8, y = data
+  for i in range(4):
+    prog.train_step(x8[i], int(y[i]))
+  trained = qm.with_params({k: {"weight": v["weight"].copy(), "bias": v["bias"].copy()}
+                            for k, v in qm.params.items()})
+  state = prog.state()
+  params = {k: dict(v) for k, v in trained.params.items()}
+  for name, plan in tr.plans.items():
+    if plan.channels is not None:
+      w = params[name]["weight"].copy()
+      idx = [slice(None)] * w.ndim
+      if not plan.all_channels:
+        idx[plan.axis] = list(plan.channels)
+      w[tuple(idx)] = state[f"weights/{name}"]
+      params[name]["weight"] = w
+    if plan.bias:
+      params[name]["bias"] = state[f"biases/{name}"]
+  trained = qm.with_params(params)
+  for i in range(len(x8)):
+    np.testing.assert_array_equal(prog.infer(x8[i]), np.asarray(trained.apply(x8[i:i + 1]))[0])
+
+
+def test_op_list_is_pruned_and_fused(qm):
+  prog = _trainer(qm, jt.SparseUpdate(bias_last=1, weights={3: 0.5})).lower()
+  names = [op.name for op in prog.train_ops]
+  # Layers 0-2 are frozen and before every trained layer: no backward op reaches them.
+  assert names.count("conv2d_update_s8") == 1 and names.count("dense_update_s8") == 1
+  assert names.count("bias_update_i32") == 2
+  bw_inputs = [op for op in prog.train_ops if op.name == "conv2d_bw_input_f32"]
+  layer3_out = {op.outputs[0] for op in prog.train_ops if op.name == "conv2d_s8"}
+  assert len(bw_inputs) == 1 and layer3_out  # only layer 4's input gradient
+  # The layer input saved for the weight gradient holds only the trained channels.
+  (gather,) = [op for op in prog.train_ops if op.name == "gather_channels_s8"]
+  assert prog.graph.tensors[gather.outputs[0]].shape[-1] == 4
+  # No full fp32 weight gradient: no op output has a weight's shape in f32.
+  weights = {prog.graph.tensors[op.inputs[1]].shape for op in prog.train_ops
+             if op.name == "conv2d_s8"}
+  assert not any(t.dtype == "f32" and t.shape in weights for t in prog.graph.tensors)
+  # Masks are bits, one per element.
+  masks = [t for t in prog.graph.tensors if t.dtype == "bit"]
+  assert masks and all(t.nbytes == (t.elements + 7) // 8 for t in masks)
+
+
+def test_unsupported_loss_names_the_primitive(qm):
+  def loss(logits, labels):
+    return jnp.sum(jnp.sort(logits)[:, :1]) + 0 * labels.sum()
+
+  tr = jt.tiny_train(qm, update=jt.SparseUpdate())(loss)
+  with pytest.raises(jt.UnsupportedError, match="sort"):
+    tr.lower()
+
+
+def test_program_checks_its_input(qm, data):
+  prog = _trainer(qm, jt.SparseUpdate()).lower()
+  x8, _ = data
+  with pytest.raises(jt.InputError, match="int8"):
+    prog.infer(x8[0].astype(np.float32))
+  with pytest.raises(jt.InputError, match="shape"):
+    prog.infer(x8[:2])
+  with pytest.raises(jt.InputError, match="label"):
+    prog.train_step(x8[0], 7)
+
+
+def test_opcode_header_is_generated_from_the_table():
+  assert opset.HEADER.read_text() == opset.c_header()
+  ids = [op.id for op in opset.OPS]
+  assert len(set(ids)) == len(ids) and max(ids) <= opset.LAST_USED_ID
