@@ -31,11 +31,22 @@ def kernel(name: str):
 class Executor:
   """State (trained parameters, optimizer state, step) persists across calls."""
 
-  def __init__(self, graph: Graph, optimizer: dict, rounding: str, seed: int):
+  def __init__(self, graph: Graph, optimizer: dict, rounding: str, seed: int,
+               offsets: dict[int, int] | None = None, arena_bytes: int = 0):
     self.g = graph
     self.optimizer, self.rounding, self.seed = optimizer, rounding, seed
     self.state: Env = {t.id: t.data.copy() for t in graph.tensors if t.storage == "state"}
     self.env: Env = {}
+    # With a memory plan, arena tensors live at their offsets in one byte array, so a
+    # wrong plan corrupts results instead of going unnoticed.
+    self.offsets = offsets
+    self.arena = np.zeros(arena_bytes, np.uint8)
+
+  def _arena_view(self, tid: int) -> np.ndarray:
+    t = self.g.tensors[tid]
+    start = self.offsets[tid]
+    raw = self.arena[start:start + t.nbytes]
+    return raw if t.dtype == "bit" else raw.view(NUMPY[t.dtype]).reshape(t.shape)
 
   # --- tensor access ----------------------------------------------------------------------
 
@@ -47,6 +58,8 @@ class Executor:
       return t.data
     if t.storage == "state":
       return self.state[tid]
+    if t.storage == "arena" and self.offsets is not None:
+      return self._arena_view(tid)
     return self.env[tid]
 
   def set(self, tid: int, value: np.ndarray) -> None:
@@ -56,7 +69,10 @@ class Executor:
     if t.dtype != "bit" and (value.dtype != want or value.shape != t.shape):
       raise AssertionError(f"op wrote {value.dtype}{value.shape} into {t.name} "
                            f"({t.dtype}{t.shape})")
-    (self.state if t.storage == "state" else self.env)[tid] = value
+    if t.storage == "arena" and self.offsets is not None:
+      self._arena_view(tid)[...] = value
+    else:
+      (self.state if t.storage == "state" else self.env)[tid] = value
 
   def mask(self, tid: int, lo: int, hi: int) -> np.ndarray:
     """An int8 stand-in for an output whose clamp mask is stored: inside -> lo + 1."""

@@ -12,6 +12,8 @@ from lowering.capture import flatten
 from lowering.convert import Lowerer
 from lowering.executor import Executor
 from lowering.ir import Graph, Op
+from lowering.planner import plan
+from lowering.schedule import reorder
 
 STATE_DTYPES = {"weights": "i8", "biases": "i32", "opt": "f32", "step": "i32"}
 
@@ -38,7 +40,27 @@ class Program:
                optimizer: dict, rounding: str, seed: int, name: str = "model"):
     self.graph, self.train_ops, self.infer_ops, self.io = graph, train_ops, infer_ops, io
     self.optimizer, self.rounding, self.seed, self.name = optimizer, rounding, seed, name
-    self._ex = Executor(graph, optimizer, rounding, seed)
+    self.plan = plan(graph, train_ops)
+    self.plan.check()
+    offsets = {t: b.offset for t, b in self.plan.buffers.items()}
+    self._ex = Executor(graph, optimizer, rounding, seed, offsets, self.plan.arena_bytes)
+
+  @property
+  def arena_bytes(self) -> int:
+    """Scratch SRAM of a training step (inference runs in the same arena)."""
+    return self.plan.arena_bytes
+
+  @property
+  def state_bytes(self) -> int:
+    """Persistent SRAM: trained weights and biases, optimizer state, the step counter."""
+    return sum(t.nbytes for t in self.graph.tensors if t.storage == "state")
+
+  @property
+  def flash_bytes(self) -> int:
+    """Constants (frozen weights, biases, multipliers, channel lists), 4-byte aligned,
+    plus the initial values of the state."""
+    return sum((t.nbytes + 3) // 4 * 4 for t in self.graph.tensors
+               if t.storage in ("const", "state"))
 
   @property
   def input_shape(self) -> tuple[int, ...]:
@@ -103,7 +125,7 @@ def lower(trainer, name: str | None = None) -> Program:
       lw.emit("copy", [v], [tid])
   io["loss"] = g.add("loss", (), "f32", "io")
   lw.emit("copy", [lw.tensor(loss, "f32")], [io["loss"]])
-  ops = lw.ops()
+  ops = reorder(g, lw.ops())
   casts = [op for op in ops if op.name == "cast" and g.tensors[op.inputs[0]].dtype == "i8"]
   if len(casts) != 1:
     raise UnsupportedError("lowering: the loss must read the int8 logits exactly once "

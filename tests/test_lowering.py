@@ -166,3 +166,26 @@ def test_opcode_header_is_generated_from_the_table():
   assert opset.HEADER.read_text() == opset.c_header()
   ids = [op.id for op in opset.OPS]
   assert len(set(ids)) == len(ids) and max(ids) <= opset.LAST_USED_ID
+
+
+def test_memory_plan(qm, data):
+  tr = _trainer(qm, jt.SparseUpdate(bias_last=2, weights={3: 0.5}))
+  prog = tr.lower()
+  p = prog.plan
+  p.check()
+  sizes = [b.size for b in p.buffers.values()]
+  assert max(sizes) <= prog.arena_bytes <= sum(sizes)
+  assert max(p.live_bytes()) <= prog.arena_bytes
+  # Persistent state: the trained int8 weights, int32 biases and the step counter.
+  assert prog.state_bytes == tr.cost.trainable_weights + tr.cost.trainable_biases + 4
+  # Updates run as soon as their gradient exists, before the backward pass goes on.
+  names = [op.name for op in prog.train_ops]
+  first_update = min(i for i, n in enumerate(names) if n.endswith(("update_s8", "update_i32")))
+  last_bw = max(i for i, n in enumerate(names) if n.endswith("bw_input_f32"))
+  assert first_update < last_bw
+  # The checker catches two live buffers sharing bytes.
+  a, b = sorted(p.buffers.values(), key=lambda x: -x.size)[:2]
+  clash = dict(p.buffers)
+  clash[b.tensor] = type(b)(b.tensor, b.size, a.first, a.last, a.offset)
+  with pytest.raises(AssertionError, match="overlap"):
+    type(p)(clash, p.arena_bytes, p.ops).check()
