@@ -22,6 +22,7 @@ from jax.extend.core import ClosedJaxpr, Jaxpr, JaxprEqn, Literal
 
 from jaxtiny.errors import UnsupportedError
 from jaxtiny.graph import Node
+from jaxtiny.registry import registrar
 
 # Call-like primitives whose body is inlined (their param holding the body).
 _CALL_PARAMS = {"jit": "jaxpr", "pjit": "jaxpr", "closed_call": "call_jaxpr",
@@ -162,14 +163,7 @@ def _channel_vector(c: np.ndarray, v: Sym, b: GraphBuilder) -> np.ndarray:
 
 Rule = Callable[[GraphBuilder, JaxprEqn, list], Any]
 RULES: dict[str, Rule] = {}
-
-
-def rule(*names: str) -> Callable[[Rule], Rule]:
-  def register(f: Rule) -> Rule:
-    for n in names:
-      RULES[n] = f
-    return f
-  return register
+rule = registrar(RULES)
 
 
 @rule("conv_general_dilated")

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from jaxtiny.errors import UnsupportedError
+from jaxtiny.registry import registrar
 from lowering.capture import Eqn, FlatProgram, Ref
 from lowering.ir import Graph, Op, dtype_of
 
@@ -172,15 +173,7 @@ class Lowerer:
 
 Rule = Callable[[Lowerer, Eqn], None]
 RULES: dict[str, Rule] = {}
-
-
-def rule(*names: str) -> Callable[[Rule], Rule]:
-  def register(f: Rule) -> Rule:
-    for n in names:
-      RULES[n] = f
-    return f
-
-  return register
+rule = registrar(RULES)
 
 
 def _pads(padding) -> dict:

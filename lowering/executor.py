@@ -174,8 +174,10 @@ def _gather_channels(ex: Executor, op: Op) -> None:
 # --- backward -------------------------------------------------------------------------------
 
 
-def _stand_in(ex: Executor, op: Op, index: int, lo: int = -128, hi: int = 127) -> np.ndarray:
-  return ex.mask(op.inputs[index], lo, hi)
+def _stand_in(ex: Executor, op: Op, index: int) -> np.ndarray:
+  """Operand `index` is a mask: an int8 stand-in read by the kernels with (lo, hi) =
+  (-128, 127), inside exactly where the stored mask is set."""
+  return ex.mask(op.inputs[index], -128, 127)
 
 
 @kernel("requant_bw_f32")

@@ -104,7 +104,7 @@ def lower(trainer, name: str | None = None) -> Program:
   g = Graph()
   lw = Lowerer(prog, g)
   state_ids = []
-  for ref, nm, (_, value) in zip(prog.inputs, names, leaves, strict=False):
+  for ref, nm, (_, value) in zip(prog.inputs[:len(names)], names, leaves, strict=True):
     dt = STATE_DTYPES[nm.split("/")[0]]
     data = np.asarray(value)
     if dt == "i8":

@@ -2,13 +2,14 @@
 simulation (inference bit-exact; trained parameters identical up to rounding boundaries)."""
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import jaxtiny as jt
 from lowering import opset
+
+from helpers import labelled_batch, quantize_8x8x2
 
 # The reference executor sums float32 gradients in its own order (numpy) and XLA in
 # another, so an update whose value sits within an ulp of a rounding boundary may round
@@ -31,17 +32,12 @@ class Net(nn.Module):
 
 @pytest.fixture(scope="module")
 def qm():
-  m = Net()
-  v = jax.jit(m.init)(jax.random.key(0), jnp.zeros((1, 8, 8, 2)))
-  x = np.random.default_rng(0).normal(size=(32, 8, 8, 2)).astype(np.float32)
-  return jt.quantize(m, v, x)
+  return quantize_8x8x2(Net())
 
 
 @pytest.fixture(scope="module")
 def data(qm):
-  rng = np.random.default_rng(1)
-  x = rng.normal(size=(12, 8, 8, 2)).astype(np.float32)
-  return qm.quantize_input(x), rng.integers(0, 4, 12).astype(np.int32)
+  return labelled_batch(qm, 12)
 
 
 def _trainer(qm, update, optimizer=None, rounding="stochastic"):

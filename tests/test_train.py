@@ -11,6 +11,8 @@ from jaxtiny.autodiff import train_forward
 from jaxtiny.optim import apply_bias, apply_weight, hash_uniform
 from jaxtiny.qmodel import RUNNERS
 
+from helpers import labelled_batch, quantize_8x8x2
+
 
 class Small(nn.Module):
   @nn.compact
@@ -25,17 +27,12 @@ class Small(nn.Module):
 
 @pytest.fixture(scope="module")
 def qm():
-  m = Small()
-  v = jax.jit(m.init)(jax.random.key(0), jnp.zeros((1, 8, 8, 2)))
-  x = np.random.default_rng(0).normal(size=(32, 8, 8, 2)).astype(np.float32)
-  return jt.quantize(m, v, x)
+  return quantize_8x8x2(Small())
 
 
 @pytest.fixture(scope="module")
 def data(qm):
-  rng = np.random.default_rng(1)
-  x = rng.normal(size=(16, 8, 8, 2)).astype(np.float32)
-  return qm.quantize_input(x), rng.integers(0, 4, 16).astype(np.int32)
+  return labelled_batch(qm, 16)
 
 
 def test_layers_of_the_fixture(qm):
