@@ -7,6 +7,8 @@
    photo bundled with scikit-image.
 3. Teach it a new task the way the device would: a new 2-class head, the published
    engine's sparse scheme, QAS and int8 updates at batch 1 (faces vs background).
+4. Lower that training step to a blob (op list + static memory plan), print where the
+   SRAM goes, reload the blob and run training steps with the reference executor.
 
 Run: python examples/quickstart.py [--models DIR] [--epochs N]
 """
@@ -73,6 +75,22 @@ def on_device_demo(models_dir: Path | None, epochs: int = 2) -> None:
   after = pretrain.accuracy(trainer.model(state).apply(xt8), y_te)
   print(f"faces vs background, {len(xt8)} test images: {before:.0%} before, {after:.0%} "
         f"after {epochs} epochs of int8 training")
+  lowering_demo(trainer, x8, y_tr)
+
+
+def lowering_demo(trainer: jt.Trainer, x8: np.ndarray, labels: np.ndarray) -> None:
+  import lowering
+  from lowering.report import check_budget, report
+
+  path = Path("mcunet-faces.jtb")
+  trainer.lower().save(path)
+  program = lowering.load(path)
+  print("\n" + report(program).split("\ntimeline")[0])
+  check_budget(program, 256 * 1024)
+  losses = [program.train_step(x8[i], int(labels[i])) for i in range(4)]
+  print(f"wrote {path} ({path.stat().st_size:,} B); 4 steps of the reference executor on "
+        f"the reloaded blob, losses {np.round(losses, 3).tolist()}; "
+        f"`python -m lowering.report {path} --plot mem.png` draws the timeline")
 
 
 def main() -> None:

@@ -144,7 +144,7 @@ class UpdateCost:
   def table(self) -> str:
     rows = [("trainable weights (int8)", self.trainable_weights),
             ("trainable biases (int32)", self.trainable_biases),
-            ("optimizer state (fp32)", self.optimizer_state),
+            ("optimizer state + step", self.optimizer_state),
             ("saved activations (int8)", self.saved_activations),
             ("clamp masks (1 bit)", self.masks),
             ("gradient buffers (fp32)", self.gradient_buffers),
@@ -157,9 +157,12 @@ def update_cost(qm: QModel, update: SparseUpdate, optimizer: Optimizer | None = 
   """The memory a sparse-update scheme adds to inference, broken down (batch 1).
 
   Saved activations: a trained weight's input, restricted to the trained channels (max
-  pooling saves its input too). Masks: one bit per output element of every requantizing
-  op on the backward path (from the earliest trained layer on). Gradient buffers: the
-  largest fp32 input + output gradient pair of one backward op.
+  pooling keeps its input and output). Masks: one bit per output element of every
+  requantizing op on the backward path (from the earliest trained layer on). Gradient
+  buffers: the largest fp32 input + output gradient pair of one backward op (one buffer
+  when a depthwise conv with frozen weights runs in place). Optimizer state includes the
+  4-byte step counter. `Program.cost()` measures the same items on the lowered plan; the
+  tests hold the two together (gradient buffers within the tolerance stated there).
   """
   plans = layer_plans(qm, update)
   weights = biases = 0
@@ -178,15 +181,19 @@ def update_cost(qm: QModel, update: SparseUpdate, optimizer: Optimizer | None = 
       out = int(np.prod(t[n.output].shape))
       inp = int(np.prod(t[n.inputs[0]].shape))
       plan = plans.get(n.name)
-      if plan is not None and plan.channels is not None:
+      trained_weight = plan is not None and plan.channels is not None
+      if trained_weight:
         x_shape = t[n.inputs[0]].shape
         per_channel = int(np.prod(x_shape[:-1]))
         saved += per_channel * (len(plan.channels) if plan.channels else x_shape[-1])
       if n.op == "maxpool":
-        saved += inp
+        saved += inp + out
       if n.op != "reshape" and n.op != "maxpool":
         masks += math.ceil(out / 8)
       needs_input_grad = pos > first
-      grad = max(grad, 4 * (out + (inp if needs_input_grad else 0)))
-  state = optimizer.state_bytes(trained_elems) if optimizer is not None else 0
+      in_place = (n.op == "conv2d" and selection_axis(qm, n) == 0 and not trained_weight
+                  and t[n.output].shape == t[n.inputs[0]].shape)
+      pair = max(out, inp) if in_place else out + inp
+      grad = max(grad, 4 * (pair if needs_input_grad else out))
+  state = (optimizer.state_bytes(trained_elems) if optimizer is not None else 0) + 4
   return UpdateCost(weights, biases, state, saved, masks, grad)

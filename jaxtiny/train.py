@@ -143,12 +143,13 @@ class Trainer:
                        f"{', '.join(map(str, self.qm.input_shape))}), got {x8.shape}")
     return x8
 
-  def lower(self, name: str | None = None):
+  def lower(self, name: str | None = None, **switches: bool):
     """The step (batch 1) and inference lowered to a `lowering.Program`: an op list with
-    its tensors, runnable on the host by the reference executor."""
+    its tensors and memory plan, runnable on the host by the reference executor
+    (`switches`: see `lowering.program.lower`)."""
     from lowering.program import lower  # lowering builds on jaxtiny, not the reverse
 
-    return lower(self, name)
+    return lower(self, name, **switches)
 
   def step_jaxpr(self, state: State, batch: int = 1):
     """The closed jaxpr of one training step at `batch` (the lowering's input)."""

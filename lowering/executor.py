@@ -2,8 +2,9 @@
 `lowering.kernels`. It is the living definition of every opcode; the C runtime is tested
 against it (forward bit-exact, float32 backward within a stated tolerance).
 
-Tensors live in a dict here (the memory plan is checked separately); masks are stored
-packed, 8 elements per byte, as on the device.
+Arena tensors live at their planned offsets in one byte array, so a wrong plan (or a wrong
+in-place decision) corrupts results instead of going unnoticed; an alias reads and writes
+its base's bytes. Masks are stored packed, 8 elements per byte, as on the device.
 """
 
 from __future__ import annotations
@@ -32,19 +33,17 @@ class Executor:
   """State (trained parameters, optimizer state, step) persists across calls."""
 
   def __init__(self, graph: Graph, optimizer: dict, rounding: str, seed: int,
-               offsets: dict[int, int] | None = None, arena_bytes: int = 0):
+               offsets: dict[int, int], arena_bytes: int):
     self.g = graph
     self.optimizer, self.rounding, self.seed = optimizer, rounding, seed
     self.state: Env = {t.id: t.data.copy() for t in graph.tensors if t.storage == "state"}
-    self.env: Env = {}
-    # With a memory plan, arena tensors live at their offsets in one byte array, so a
-    # wrong plan corrupts results instead of going unnoticed.
+    self.env: Env = {}  # the caller's buffers (io)
     self.offsets = offsets
     self.arena = np.zeros(arena_bytes, np.uint8)
 
   def _arena_view(self, tid: int) -> np.ndarray:
     t = self.g.tensors[tid]
-    start = self.offsets[tid]
+    start = self.offsets[self.g.base(tid)]
     raw = self.arena[start:start + t.nbytes]
     return raw if t.dtype == "bit" else raw.view(NUMPY[t.dtype]).reshape(t.shape)
 
@@ -52,14 +51,14 @@ class Executor:
 
   def get(self, tid: int) -> np.ndarray:
     t = self.g.tensors[tid]
+    if t.storage == "arena":
+      return self._arena_view(tid)
     if t.alias is not None:
       return self.get(t.alias).reshape(t.shape)
     if t.storage == "const":
       return t.data
     if t.storage == "state":
       return self.state[tid]
-    if t.storage == "arena" and self.offsets is not None:
-      return self._arena_view(tid)
     return self.env[tid]
 
   def set(self, tid: int, value: np.ndarray) -> None:
@@ -69,7 +68,7 @@ class Executor:
     if t.dtype != "bit" and (value.dtype != want or value.shape != t.shape):
       raise AssertionError(f"op wrote {value.dtype}{value.shape} into {t.name} "
                            f"({t.dtype}{t.shape})")
-    if t.storage == "arena" and self.offsets is not None:
+    if t.storage == "arena":
       self._arena_view(tid)[...] = value
     else:
       (self.state if t.storage == "state" else self.env)[tid] = value
@@ -105,6 +104,19 @@ def _conv(ex: Executor, op: Op) -> None:
   x, _, b, m = (ex.get(i) for i in op.inputs[:4])
   ex.set(op.outputs[0], K.conv2d(x, _weight(ex, op, 1), b, m, a["strides"], a["padding"],
                                  a["groups"], a["x_zero"], a["y_zero"], a["lo"], a["hi"]))
+
+
+@kernel("bottleneck_s8")
+def _bottleneck(ex: Executor, op: Op) -> None:
+  a = op.attrs
+  x, w1, b1, m1, w2, b2, m2, w3, b3, m3 = (ex.get(i) for i in op.inputs)
+  expand = {"w": w1, "b": b1, "m": m1, **{k: a["e_" + k] for k in
+                                         ("strides", "padding", "x_zero", "y_zero", "lo", "hi")}}
+  depthwise = {"w": w2, "b": b2, "m": m2, "x_zero": a["e_y_zero"],
+               **{k: a["d_" + k] for k in ("strides", "padding", "y_zero", "lo", "hi")}}
+  project = {"w": w3, "b": b3, "m": m3, "strides": (1, 1), "padding": ((0, 0), (0, 0)),
+             "x_zero": a["d_y_zero"], **{k: a["p_" + k] for k in ("y_zero", "lo", "hi")}}
+  ex.set(op.outputs[0], K.bottleneck(x, expand, depthwise, project, ex.get(op.outputs[1])))
 
 
 @kernel("dense_s8")

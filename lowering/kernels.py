@@ -187,6 +187,64 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray, m: np.ndarray, strides: 
   return requantize(acc, m, y_zero, lo, hi)
 
 
+def _rows(x: np.ndarray, first: int, stop: int, k: int, stride: int,
+          padding: Padding) -> tuple[np.ndarray, Padding]:
+  """The input rows (and vertical padding) that output rows [first, stop) of a conv read."""
+  top = first * stride - padding[0][0]
+  end = (stop - 1) * stride - padding[0][0] + k
+  lo, hi = max(top, 0), min(end, x.shape[1])
+  return x[:, lo:hi], ((lo - top, end - hi), padding[1])
+
+
+def bottleneck_band_bytes(e_shape: Sequence[int], d_shape: Sequence[int], k: int) -> int:
+  """Scratch of `bottleneck`: k rows of the expanded tensor and one row of the depthwise
+  output (shapes NHWC, batch 1)."""
+  return k * e_shape[2] * e_shape[3] + d_shape[2] * d_shape[3]
+
+
+def bottleneck(x: np.ndarray, expand: dict, depthwise: dict, project: dict,
+               scratch: np.ndarray | None = None) -> np.ndarray:
+  """An inverted bottleneck (conv -> depthwise conv -> 1x1 conv), one output row at a time.
+
+  Each dict holds one `conv2d`'s arguments but x and groups (w, b, m, strides, padding,
+  x_zero, y_zero, lo, hi). For every output row, the expanded rows the depthwise conv reads
+  are computed into `scratch` (int8, `bottleneck_band_bytes`), then one depthwise row, then
+  one projected row, so neither the expanded tensor nor the depthwise output ever exists
+  in full. Bit-identical to the three convs run whole (each output element has the same
+  exact int32 sum; padding contributes the zero point either way). Batch 1.
+  """
+  x = _int8_array(x, "x")
+  kd = depthwise["w"].shape[1]
+  ch = expand["w"].shape[0]
+  e_rows = out_size(x.shape[1], expand["w"].shape[1], expand["strides"][0],
+                    expand["padding"][0])
+  e_cols = out_size(x.shape[2], expand["w"].shape[2], expand["strides"][1],
+                    expand["padding"][1])
+  d_rows = out_size(e_rows, kd, depthwise["strides"][0], depthwise["padding"][0])
+  d_cols = out_size(e_cols, depthwise["w"].shape[2], depthwise["strides"][1],
+                    depthwise["padding"][1])
+  need = bottleneck_band_bytes((1, e_rows, e_cols, ch), (1, d_rows, d_cols, ch), kd)
+  if scratch is None:
+    scratch = np.empty(need, np.int8)
+  if x.shape[0] != 1 or scratch.size < need:
+    raise ValueError(f"bottleneck: batch 1 and {need} scratch bytes needed, got batch "
+                     f"{x.shape[0]} and {scratch.size} bytes")
+  band = scratch.view(np.int8)[:kd * e_cols * ch].reshape(kd, e_cols, ch)
+  d_row = scratch.view(np.int8)[kd * e_cols * ch:need].reshape(1, 1, d_cols, ch)
+  out = []
+  for r in range(d_rows):
+    top = r * depthwise["strides"][0] - depthwise["padding"][0][0]
+    first, stop = max(top, 0), min(top + kd, e_rows)
+    xs, pad = _rows(x, first, stop, expand["w"].shape[1], expand["strides"][0],
+                    expand["padding"])
+    band[:stop - first] = conv2d(xs, **{**expand, "padding": pad}, groups=1)[0]
+    pad = ((first - top, top + kd - stop), depthwise["padding"][1])
+    d_row[...] = conv2d(band[None, :stop - first], **{**depthwise, "padding": pad,
+                        "strides": (1, depthwise["strides"][1])}, groups=ch)
+    out.append(conv2d(d_row, **project, groups=1))
+  return np.concatenate(out, axis=1)
+
+
 # --- dense -----------------------------------------------------------------------------
 
 def dense_acc(x: np.ndarray, w: np.ndarray, b: np.ndarray, x_zero: int) -> np.ndarray:

@@ -15,6 +15,25 @@ from lowering.ir import Graph, Op
 
 ALIGN = 4
 
+# Kernels that may write an output over one of their inputs: element i of the output
+# depends on element i of that input only, so the C kernel can run in place.
+# op -> (input index, output index) pairs, tried in order.
+IN_PLACE = {"requant_s8": ((0, 0),), "add_s8": ((0, 0), (1, 0)),
+            "requant_bw_f32": ((0, 0),), "add_bw_f32": ((0, 0),),
+            "conv2d_bw_input_f32": ((0, 0),)}
+
+
+def _channelwise(g: Graph, op: Op) -> bool:
+  """Whether an op listed in IN_PLACE may run in place at all. A depthwise conv's input
+  gradient (one filter per channel, gx shaped like g) qualifies: channel c of g is copied to
+  a one-channel scratch, then channel c of gx is written over it."""
+  if op.name != "conv2d_bw_input_f32":
+    return True
+  gt, out = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
+  c = out.shape[-1]
+  return (op.attrs["groups"] == c and g.tensors[op.inputs[1]].shape[0] == c
+          and gt.shape == out.shape)
+
 
 def _aligned(n: int) -> int:
   return (n + ALIGN - 1) // ALIGN * ALIGN
@@ -79,6 +98,26 @@ def lifetimes(g: Graph, ops: list[Op]) -> dict[int, tuple[int, int]]:
         first.setdefault(base, i)
         last[base] = i
   return {t: (first[t], last[t]) for t in first}
+
+
+def share_in_place(g: Graph, ops: list[Op]) -> None:
+  """Make the output of an in-place-capable op an alias of its input's buffer when the op is
+  the input's last reader (so the planner gives both one buffer)."""
+  last: dict[int, int] = {}
+  for i, op in enumerate(ops):
+    for t in op.inputs:
+      last[g.base(t)] = i
+  for i, op in enumerate(ops):
+    for a, b in IN_PLACE.get(op.name, ()) if _channelwise(g, op) else ():
+      x, y = g.tensors[g.base(op.inputs[a])], g.tensors[op.outputs[b]]
+      if (x.storage == y.storage == "arena" and y.alias is None and x.dtype == y.dtype
+              and x.nbytes == y.nbytes and last[x.id] == i
+              and all(g.base(o) != x.id for o in op.outputs)):
+        y.alias = x.id
+        last[x.id] = last.get(y.id, i)
+        if op.name == "conv2d_bw_input_f32":
+          op.outputs.append(g.add(f"scratch{len(g.tensors)}", y.shape[1:-1], "f32"))
+        break
 
 
 def plan(g: Graph, ops: list[Op]) -> Plan:

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from os import PathLike
+from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 
 from jaxtiny.errors import InputError, UnsupportedError
+from jaxtiny.sparse import UpdateCost
+from lowering import planner
+from lowering.banding import fuse_bottlenecks
 from lowering.capture import flatten
 from lowering.convert import Lowerer
 from lowering.executor import Executor
 from lowering.ir import Graph, Op
-from lowering.planner import plan
+from lowering.planner import share_in_place
 from lowering.schedule import reorder
 
 STATE_DTYPES = {"weights": "i8", "biases": "i32", "opt": "f32", "step": "i32"}
@@ -37,10 +42,12 @@ class Program:
   """A lowered training step: tensors, the train and infer op lists, the optimizer."""
 
   def __init__(self, graph: Graph, train_ops: list[Op], infer_ops: list[Op], io: dict[str, int],
-               optimizer: dict, rounding: str, seed: int, name: str = "model"):
+               optimizer: dict, rounding: str, seed: int, name: str = "model",
+               plan: planner.Plan | None = None):
     self.graph, self.train_ops, self.infer_ops, self.io = graph, train_ops, infer_ops, io
     self.optimizer, self.rounding, self.seed, self.name = optimizer, rounding, seed, name
-    self.plan = plan(graph, train_ops)
+    # `plan`: the memory plan stored in a blob (lowering.load); checked like a fresh one.
+    self.plan = plan if plan is not None else planner.plan(graph, train_ops)
     self.plan.check()
     offsets = {t: b.offset for t, b in self.plan.buffers.items()}
     self._ex = Executor(graph, optimizer, rounding, seed, offsets, self.plan.arena_bytes)
@@ -89,13 +96,47 @@ class Program:
     self._ex.run(self.infer_ops, {self.io["input"]: self._input(x8)})
     return self._ex.get(self.io["logits"])[0].copy()
 
+  def cost(self) -> UpdateCost:
+    """What the plan spends on training, in the terms of `jaxtiny.update_cost` (the search's
+    cost model, which the tests hold to this): persistent state by kind, the int8 inputs
+    kept for weight gradients (and max-pool inputs), the clamp masks, and the peak of live
+    float32 gradient bytes."""
+    g = self.graph
+    state = {k: sum(t.nbytes for t in g.tensors if t.storage == "state" and
+                    t.name.split("/")[0] == k) for k in STATE_DTYPES}
+    kept = {g.base(op.inputs[1]) for op in self.train_ops
+            if op.name in ("conv2d_update_s8", "dense_update_s8")}
+    kept |= {g.base(t) for op in self.train_ops if op.name == "maxpool_bw_f32"
+             for t in op.inputs[1:]}
+    f32 = [0] * len(self.train_ops)
+    for b in self.plan.buffers.values():
+      if g.tensors[b.tensor].dtype == "f32":
+        for i in range(b.first, b.last + 1):
+          f32[i] += b.size
+    return UpdateCost(state["weights"], state["biases"], state["opt"] + state["step"],
+                      sum(g.tensors[t].nbytes for t in kept),
+                      sum(g.tensors[t].nbytes for t in self.plan.buffers
+                          if g.tensors[t].dtype == "bit"), max(f32, default=0))
+
   def state(self) -> dict[str, np.ndarray]:
     """The persistent state by name (trained parameters, optimizer state, step)."""
     return {self.graph.tensors[t].name: v.copy() for t, v in self._ex.state.items()}
 
+  def save(self, path: str | PathLike) -> None:
+    """Write the program as a blob (docs/blob.md); `lowering.load(path)` reads it back."""
+    from lowering.blob import encode  # lowering.blob builds Programs: import it late
 
-def lower(trainer, name: str | None = None) -> Program:
-  """Lower `trainer`'s step (batch 1) and its inference to a Program."""
+    Path(path).write_bytes(encode(self))
+
+
+def lower(trainer, name: str | None = None, *, reorder_updates: bool = True,
+          band: bool = True, in_place: bool = True) -> Program:
+  """Lower `trainer`'s step (batch 1) and its inference to a Program.
+
+  The switches turn off one memory technique each (for the benchmark's ablation): updates
+  run as early as possible, frozen-prefix bottlenecks run band by band, elementwise ops and
+  stride-1 depthwise input gradients run in place.
+  """
   state = trainer.init()
   leaves = jax.tree_util.tree_flatten_with_path(state)[0]
   names = [_path_name(p) for p, _ in leaves]
@@ -125,7 +166,11 @@ def lower(trainer, name: str | None = None) -> Program:
       lw.emit("copy", [v], [tid])
   io["loss"] = g.add("loss", (), "f32", "io")
   lw.emit("copy", [lw.tensor(loss, "f32")], [io["loss"]])
-  ops = reorder(g, lw.ops())
+  ops = fuse_bottlenecks(g, lw.ops()) if band else lw.ops()
+  if reorder_updates:
+    ops = reorder(g, ops)
+  if in_place:
+    share_in_place(g, ops)
   casts = [op for op in ops if op.name == "cast" and g.tensors[op.inputs[0]].dtype == "i8"]
   if len(casts) != 1:
     raise UnsupportedError("lowering: the loss must read the int8 logits exactly once "

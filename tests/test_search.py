@@ -97,5 +97,5 @@ def test_update_cost_breakdown(setup):
   assert sparse.saved_activations == 16 + 4 * 4 * 4  # layer 3 input: 4x4, 4 channels
   assert sparse.trainable_biases == 4 * (3 + 16)
   adam = jt.update_cost(qm, jt.SparseUpdate(bias_last=1, weights={3: 0.25}), jt.adam(1e-3))
-  assert adam.optimizer_state == 8 * (3 * 16 + 16 * 4 + 3 + 16)
+  assert adam.optimizer_state == 8 * (3 * 16 + 16 * 4 + 3 + 16) + 4  # + the step counter
   assert "total" in sparse.table()

@@ -4,36 +4,79 @@
 
 #define JT_LAST_OPCODE 40
 
+/* Under each opcode: inputs -> outputs ("?" optional, "*" any number) | its
+ * attributes, int32 slots in this order (docs/blob.md). key:enc@n starts at slot n;
+ * key? may be absent: a presence slot (0/1), then the value (zeros when absent).
+ *   i32    1 slot: an int
+ *   f32    1 slot: the float32 bits of a float
+ *   bool   1 slot: 0 or 1
+ *   i32x2  2 slots: a pair (h, w): strides, window, kernel
+ *   i32x3  3 slots: a shape (h, w, c)
+ *   pad4   4 slots: ((top, bottom), (left, right)) as top, bottom, left, right
+ *   enum:T 1 slot: a jt_T_fn value
+ *   E[]    a count slot, then count values of E; opt_E[]: count -1 for none
+ */
 typedef enum {
   JT_OP_CONV2D_S8 = 1,                 /* conv / depthwise conv, exact int32 acc, per-channel requant; w_sel+sel: the trained input channels live in SRAM */
+                                       /*   x w b m w_sel? sel? -> y | strides:i32x2@0 padding:pad4@2 groups:i32@6 x_zero:i32@7 y_zero:i32@8 lo:i32@9 hi:i32@10 sel_axis?:i32@11 */
   JT_OP_DENSE_S8 = 2,                  /* fully connected, as conv2d_s8 */
-  JT_OP_ADD_S8 = 3,                    /* residual add: integer multipliers, one f32 multiply (m_bits: its float32 bits) */
+                                       /*   x w b m w_sel? sel? -> y | x_zero:i32@0 y_zero:i32@1 lo:i32@2 hi:i32@3 sel_axis?:i32@4 */
+  JT_OP_ADD_S8 = 3,                    /* residual add: integer multipliers, one f32 multiply m */
+                                       /*   a b -> y | a_zero:i32@0 b_zero:i32@1 y_zero:i32@2 a_mult:i32@3 b_mult:i32@4 lo:i32@5 hi:i32@6 m:f32@7 */
   JT_OP_AVGPOOL_S8 = 4,                /* average pool; m per output position or scalar */
+                                       /*   x m -> y | window:i32x2@0 strides:i32x2@2 padding:pad4@4 x_zero:i32@8 y_zero:i32@9 lo:i32@10 hi:i32@11 */
   JT_OP_MAXPOOL_S8 = 5,                /* max pool */
+                                       /*   x -> y | window:i32x2@0 strides:i32x2@2 padding:pad4@4 */
   JT_OP_REQUANT_S8 = 6,                /* requantize / clamp */
-  JT_OP_CONCAT_S8 = 7,                 /* channel concat; per input zero point and f32 multiplier in a constant table */
+                                       /*   x -> y | x_zero:i32@0 y_zero:i32@1 lo:i32@2 hi:i32@3 m:f32@4 */
+  JT_OP_CONCAT_S8 = 7,                 /* concat; each input requantized with its zero point and f32 multiplier */
+                                       /*   xs* -> y | axis:i32@0 y_zero:i32@1 zeros:i32[]@2 mults:f32[] */
   JT_OP_COPY = 8,                      /* byte copy (a reshape that cannot alias) */
+                                       /*   x -> y | - */
   JT_OP_MASK_S8 = 9,                   /* 1 bit per element: lo < y < hi, the clamp mask saved for the backward pass */
+                                       /*   y -> mask | lo:i32@0 hi:i32@1 */
   JT_OP_GATHER_CHANNELS_S8 = 10,       /* the selected input channels of a layer input, saved for its weight gradient */
+                                       /*   x sel -> y | - */
+  JT_OP_BOTTLENECK_S8 = 11,            /* inverted bottleneck of the frozen prefix (conv, depthwise, 1x1) one output row at a time; band: int8 scratch of kd expanded rows + one depthwise row */
+                                       /*   x w1 b1 m1 w2 b2 m2 w3 b3 m3 -> y band | e_strides:i32x2@0 e_padding:pad4@2 e_x_zero:i32@6 e_y_zero:i32@7 e_lo:i32@8 e_hi:i32@9 d_strides:i32x2@10 d_padding:pad4@12 d_y_zero:i32@16 d_lo:i32@17 d_hi:i32@18 p_y_zero:i32@19 p_lo:i32@20 p_hi:i32@21 */
   JT_OP_REQUANT_BW_F32 = 16,           /* g * M where the output was inside its clamp range, else 0 */
-  JT_OP_CONV2D_BW_INPUT_F32 = 17,      /* input gradient of a conv */
+                                       /*   g mask m -> g_acc | - */
+  JT_OP_CONV2D_BW_INPUT_F32 = 17,      /* input gradient of a conv; with scratch (one channel of g, f32): a depthwise conv whose gx, shaped like g, takes g's bytes, computed channel by channel */
+                                       /*   g w w_sel? sel? -> gx scratch? | strides:i32x2@0 padding:pad4@2 groups:i32@6 in_shape:i32x3@7 sel_axis?:i32@10 */
   JT_OP_DENSE_BW_INPUT_F32 = 18,       /* input gradient of a dense layer */
+                                       /*   g w w_sel? sel? -> gx | sel_axis?:i32@0 */
   JT_OP_ADD_BW_F32 = 19,               /* gradients of a residual add's two inputs */
+                                       /*   g mask -> ga gb | a_mult:i32@0 b_mult:i32@1 m:f32@2 */
   JT_OP_AVGPOOL_BW_F32 = 20,           /* average-pool gradient */
+                                       /*   g mask m -> gx | window:i32x2@0 strides:i32x2@2 padding:pad4@4 in_shape:i32x3@8 */
   JT_OP_MAXPOOL_BW_F32 = 21,           /* max-pool gradient to the first maximum of each window */
-  JT_OP_CONCAT_BW_F32 = 22,            /* split of a concat's gradient */
+                                       /*   g x y -> gx | window:i32x2@0 strides:i32x2@2 padding:pad4@4 */
+  JT_OP_CONCAT_BW_F32 = 22,            /* split of a concat's gradient; a requantized input's part times its multiplier */
+                                       /*   g mask -> gxs* | axis:i32@0 sizes:i32[]@1 mults:f32[] identity:bool[] */
   JT_OP_CONV2D_UPDATE_S8 = 23,         /* weight gradient fused with the update, one output channel at a time (in place) */
+                                       /*   g x w inv state* step -> w state* | strides:i32x2@0 padding:pad4@2 groups:i32@6 kernel:i32x2@7 x_zero:i32@9 pid:i32@10 kind:enum:kind@11 channels:opt_i32[]@12 */
   JT_OP_DENSE_UPDATE_S8 = 24,          /* dense weight gradient fused with the update (in place) */
+                                       /*   g x w inv state* step -> w state* | x_zero:i32@0 pid:i32@1 kind:enum:kind@2 channels:opt_i32[]@3 */
   JT_OP_BIAS_UPDATE_I32 = 25,          /* bias gradient (sum over positions) fused with the update (in place) */
+                                       /*   g b inv state* step -> b state* | pid:i32@0 kind:enum:kind@1 */
   JT_OP_CAST = 32,                     /* value conversion to the output dtype */
-  JT_OP_UNARY = 33,                    /* neg / exp / log / floor / not, elementwise */
+                                       /*   x -> y | - */
+  JT_OP_UNARY = 33,                    /* neg / exp / log / floor / not / sqrt, elementwise */
+                                       /*   x -> y | fn:enum:unary@0 */
   JT_OP_BINARY = 34,                   /* add / sub / mul / div / max / min / lt / gt / le / ge / eq / ne / and / or; a scalar operand broadcasts */
+                                       /*   a b -> y | fn:enum:binary@0 */
   JT_OP_SELECT = 35,                   /* pred ? b : a (jax select_n) */
-  JT_OP_REDUCE = 36,                   /* sum / max over the masked axes */
-  JT_OP_BROADCAST = 37,                /* broadcast_in_dim: x's axes map to the masked output axes */
+                                       /*   pred a b -> y | - */
+  JT_OP_REDUCE = 36,                   /* sum / max over the listed axes */
+                                       /*   x -> y | fn:enum:reduce@0 axes:i32[]@1 */
+  JT_OP_BROADCAST = 37,                /* broadcast_in_dim: x's axis i maps to output axis dims[i] */
+                                       /*   x -> y | dims:i32[]@0 */
   JT_OP_IOTA = 38,                     /* index along an axis */
+                                       /*   - -> y | axis:i32@0 */
   JT_OP_TAKE_LAST = 39,                /* y[..., 0] = x[..., idx] (take_along_axis) */
+                                       /*   x idx -> y | - */
   JT_OP_SCATTER_ADD_LAST = 40,         /* y = x; y[..., idx] += v[..., 0] */
+                                       /*   x idx v -> y | - */
 } jt_opcode;
 
 typedef enum {
@@ -66,6 +109,11 @@ typedef enum {
   JT_REDUCE_SUM = 0,
   JT_REDUCE_MAX = 1,
 } jt_reduce_fn;
+
+typedef enum {
+  JT_KIND_WEIGHT = 0,
+  JT_KIND_BIAS = 1,
+} jt_kind_fn;
 
 typedef enum {
   JT_DTYPE_I8 = 0,

@@ -1,0 +1,603 @@
+"""The blob: a lowered Program as one little-endian byte string (layout: docs/blob.md).
+
+A C99 runtime keeps the blob in flash, verifies it once at load and then runs it, reading
+the constants in place. `read` verifies what that runtime must, so a corrupt or hostile
+blob raises BlobError, naming what is wrong and where, and never any other error.
+Op attributes follow the schema of lowering/opset.py: an op added to that table needs no
+code here as long as it uses known encodings.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import struct
+import zlib
+from dataclasses import dataclass
+from itertools import accumulate
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jaxtiny.errors import ModelFormatError
+from lowering import opset
+from lowering.ir import ITEMSIZE, NUMPY, Graph, Op, Tensor
+from lowering.planner import ALIGN, Buffer, Plan, _aligned, lifetimes
+from lowering.program import Program
+
+MAGIC = b"JTB1"
+VERSION = 1  # bumped by any change of the layout, an enum or an existing op's schema
+SENTINEL = 0x01020304  # a reader of the wrong byte order sees 0x04030201
+MAX_RANK = 6
+SECTIONS = ("tensors", "train_ops", "infer_ops", "operands", "attrs", "strings", "consts")
+COUNTED = SECTIONS[:5]  # the sections of fixed-size records, with a count in the header
+STORAGES = ("const", "state", "io", "arena")
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("constant", "cosine")
+ROUNDINGS = ("nearest", "stochastic")
+IO_DTYPES = {"input": "i8", "label": "i32", "loss": "f32", "logits": "i8"}
+OPT_FLOATS = ("lr", "final", "momentum", "b1", "b2", "eps")  # stored as float64
+
+Fields = tuple[tuple[str, str], ...]
+
+
+def _layout(fields: Fields) -> tuple[struct.Struct, dict[str, int]]:
+  """A little-endian record of `fields` (name, struct code) and each field's byte offset."""
+  sizes = [struct.calcsize("<" + code) for _, code in fields]
+  return (struct.Struct("<" + "".join(code for _, code in fields)),
+          dict(zip((name for name, _ in fields), accumulate(sizes, initial=0))))
+
+
+HEADER_FIELDS: Fields = (
+  ("magic", "4s"), ("sentinel", "I"), ("version", "I"), ("header_size", "I"),
+  ("blob_size", "I"), ("crc", "I"),
+  *((f"{s}_{k}", "I") for s in SECTIONS for k in ("offset", "size")),
+  *((f"n_{s}", "I") for s in COUNTED),
+  ("arena_bytes", "I"), ("state_bytes", "I"),
+  *((k, "i") for k in IO_DTYPES),
+  # float64: the executor (and the JAX step) compute the cosine schedule's amplitude
+  # 0.5 * (lr - final) in float64 before rounding it to float32; so must a runtime, once.
+  ("optimizer", "I"), ("schedule", "I"), ("steps", "I"), *((k, "d") for k in OPT_FLOATS),
+  ("rounding", "I"), ("seed", "I"), ("name", "I"),
+)
+TENSOR_FIELDS: Fields = (
+  ("dtype", "B"), ("storage", "B"), ("rank", "B"), ("reserved", "B"), ("dims", f"{MAX_RANK}I"),
+  ("alias", "i"), ("nbytes", "I"), ("location", "i"), ("name", "I"),
+)
+OP_FIELDS: Fields = (
+  ("opcode", "I"), ("operand_start", "I"), ("operand_count", "I"), ("inputs", "I"),
+  ("attr_start", "I"), ("attr_count", "I"),
+)
+HEADER, HEADER_AT = _layout(HEADER_FIELDS)
+TENSOR, TENSOR_AT = _layout(TENSOR_FIELDS)
+OP, OP_AT = _layout(OP_FIELDS)
+RECORD_BYTES = dict(zip(COUNTED, (TENSOR.size, OP.size, OP.size, 4, 4), strict=True))
+
+
+class BlobError(ModelFormatError):
+  """A blob that is corrupt, truncated, of another format version or inconsistent."""
+
+
+def crc(data: bytes | bytearray) -> int:
+  """zlib's CRC32 of the whole blob, its crc field read as zero."""
+  at = HEADER_AT["crc"]
+  view = memoryview(data)
+  return zlib.crc32(view[at + 4:], zlib.crc32(bytes(4), zlib.crc32(view[:at])))
+
+
+def _index(table: tuple[str, ...], value: Any, what: str) -> int:
+  if value not in table:
+    raise ValueError(f"{what} {value!r} is not one of {table}")
+  return table.index(value)
+
+
+def _enum(table: tuple[str, ...], i: int, where: str) -> str:
+  if not 0 <= i < len(table):
+    raise BlobError(f"{where}: {i} is out of range (0..{len(table) - 1})")
+  return table[i]
+
+
+# --- attributes: the opset schema, int32 slots ----------------------------------------------
+
+
+def _i32(v: Any) -> int:
+  if isinstance(v, bool | np.bool_):
+    raise TypeError(f"{v!r} is a bool, not an int")
+  n = operator.index(v)  # an int, never a silently truncated float
+  if not -2**31 <= n < 2**31:
+    raise ValueError(f"{n} does not fit in an int32")
+  return n
+
+
+def _f32_bits(v: Any) -> int:
+  # The kernels compute with float32(v): rounding here changes no result.
+  return int(np.array(float(v), np.float32).view(np.int32))
+
+
+def _scalar_slots(scalar: str, v: Any) -> list[int]:
+  if scalar.startswith("enum:"):
+    return [_index(opset.ENUMS[scalar.removeprefix("enum:")], v, "name")]
+  if scalar == "f32":
+    return [_f32_bits(v)]
+  if scalar == "bool":
+    if not isinstance(v, bool | np.bool_):
+      raise TypeError(f"{v!r} is not a bool")
+    return [int(v)]
+  if scalar == "pad4":
+    (top, bottom), (left, right) = v
+    v = (top, bottom, left, right)
+  values = [v] if scalar == "i32" else list(v)
+  if len(values) != opset.scalar_slots(scalar):
+    raise ValueError(f"{v!r} is not an {scalar}")
+  return [_i32(x) for x in values]
+
+
+def _attr_slots(op: Op, where: str) -> list[int]:
+  """The op's attribute dict as int32 slots, entry by entry of its schema."""
+  schema = opset.BY_NAME[op.name].attrs
+  unknown = set(op.attrs) - {key.removesuffix("?") for key, _ in schema}
+  if unknown:
+    raise ValueError(f"{where}: attributes {sorted(unknown)} have no encoding in "
+                     "lowering/opset.py")
+  slots: list[int] = []
+  for key, enc in schema:
+    name = key.removesuffix("?")
+    scalar, array, nullable = opset.parse_encoding(enc)
+    try:
+      if key.endswith("?"):
+        present = name in op.attrs
+        slots.append(int(present))
+        slots += (_scalar_slots(scalar, op.attrs[name]) if present
+                  else [0] * opset.scalar_slots(scalar))
+        continue
+      if name not in op.attrs:
+        raise ValueError("missing")
+      v = op.attrs[name]
+      if not array:
+        slots += _scalar_slots(scalar, v)
+      elif v is None and nullable:
+        slots.append(-1)
+      else:
+        items = list(v)
+        slots.append(len(items))
+        for item in items:
+          slots += _scalar_slots(scalar, item)
+    except (TypeError, ValueError) as e:
+      raise ValueError(f"{where}: attribute {name} ({enc}): {e}") from None
+  return slots
+
+
+def _scalar_value(scalar: str, s: list[int], where: str) -> Any:
+  if scalar.startswith("enum:"):
+    return _enum(opset.ENUMS[scalar.removeprefix("enum:")], s[0], where)
+  if scalar == "f32":
+    return float(np.array(s[0], np.int32).view(np.float32))
+  if scalar == "bool":
+    if s[0] not in (0, 1):
+      raise BlobError(f"{where}: bool slot holds {s[0]}")
+    return bool(s[0])
+  if scalar == "pad4":
+    return ((s[0], s[1]), (s[2], s[3]))
+  return s[0] if scalar == "i32" else tuple(s)
+
+
+class _Slots:
+  """An op's attribute slots, read front to back."""
+
+  def __init__(self, slots: list[int], where: str):
+    self.slots, self.pos, self.where = slots, 0, where
+
+  def take(self, n: int) -> list[int]:
+    if self.pos + n > len(self.slots):
+      raise BlobError(f"{self.where}: attr count mismatch: {len(self.slots)} slots stored, "
+                      "the schema needs more")
+    self.pos += n
+    return self.slots[self.pos - n:self.pos]
+
+
+def _decode_attrs(d: opset.OpDef, slots: list[int], where: str) -> dict[str, Any]:
+  """The inverse of _attr_slots, with the Python types the executor expects."""
+  r = _Slots(slots, where)
+  attrs: dict[str, Any] = {}
+  for key, enc in d.attrs:
+    name = key.removesuffix("?")
+    at = f"{where}: attribute {name}"
+    scalar, array, nullable = opset.parse_encoding(enc)
+    k = opset.scalar_slots(scalar)
+    if key.endswith("?"):
+      present, *value = r.take(1 + k)
+      if present not in (0, 1):
+        raise BlobError(f"{at}: presence slot holds {present}")
+      if present:
+        attrs[name] = _scalar_value(scalar, value, at)
+    elif not array:
+      attrs[name] = _scalar_value(scalar, r.take(k), at)
+    else:
+      (count,) = r.take(1)
+      if count == -1 and nullable:
+        attrs[name] = None
+        continue
+      if count < 0:
+        raise BlobError(f"{at}: array count {count}")
+      values = r.take(count * k)
+      attrs[name] = tuple(_scalar_value(scalar, values[i:i + k], at)
+                          for i in range(0, len(values), k))
+  if r.pos != len(slots):
+    raise BlobError(f"{where}: attr count mismatch: {len(slots)} slots stored, the schema "
+                    f"of {d.name} takes {r.pos}")
+  return attrs
+
+
+# --- writing --------------------------------------------------------------------------------
+
+
+def _padded(b: bytes | bytearray) -> bytes:
+  return bytes(b) + bytes(-len(b) % ALIGN)
+
+
+def _tensor_bytes(t: Tensor) -> bytes:
+  want = np.dtype(NUMPY[t.dtype])
+  if t.data is None or t.data.dtype != want:
+    raise ValueError(f"tensor {t.id} ({t.name}): {t.storage} data must be {want}, got "
+                     f"{None if t.data is None else t.data.dtype}")
+  raw = np.ascontiguousarray(t.data, want.newbyteorder("<")).tobytes()
+  if len(raw) != t.nbytes:
+    raise ValueError(f"tensor {t.id} ({t.name}): {len(raw)} bytes of data, {t.nbytes} expected")
+  return _padded(raw)
+
+
+def encode(program: Program) -> bytes:
+  """The blob of `program`: what Program.save writes."""
+  g = program.graph
+  strings = bytearray()
+
+  def string(s: str) -> int:
+    raw = s.encode()
+    if b"\0" in raw:
+      raise ValueError(f"name {s!r} holds a NUL byte")
+    strings.extend(raw + b"\0")
+    return len(strings) - len(raw) - 1
+
+  name = string(program.name)
+  # The constants section starts with the state image (its initial values, copied to SRAM
+  # at init; a state tensor's location is its offset in both), then each constant.
+  location = [-1] * len(g.tensors)
+  consts = bytearray()
+
+  def place(storage: str) -> None:
+    for t in g.tensors:
+      if t.storage == storage:
+        location[t.id] = len(consts)
+        consts.extend(_tensor_bytes(t))
+
+  place("state")
+  state_bytes = len(consts)
+  place("const")
+  for tid, b in program.plan.buffers.items():
+    location[tid] = b.offset
+
+  tensors = bytearray()
+  for t in g.tensors:
+    if len(t.shape) > MAX_RANK:
+      raise ValueError(f"tensor {t.id} ({t.name}): rank {len(t.shape)} > {MAX_RANK}")
+    tensors += TENSOR.pack(_index(opset.DTYPES, t.dtype, f"tensor {t.id} dtype"),
+                           _index(STORAGES, t.storage, f"tensor {t.id} storage"), len(t.shape),
+                           0, *t.shape, *[0] * (MAX_RANK - len(t.shape)),
+                           -1 if t.alias is None else t.alias, t.nbytes, location[t.id],
+                           string(t.name))
+
+  operands: list[int] = []
+  attrs: list[int] = []
+  records: dict[int, bytes] = {}  # an infer op that is a train op shares its record
+
+  def op_table(ops: list[Op], which: str) -> bytes:
+    out = bytearray()
+    for i, op in enumerate(ops):
+      if id(op) not in records:
+        slots = _attr_slots(op, f"{which} op {i} ({op.name})")
+        records[id(op)] = OP.pack(opset.BY_NAME[op.name].id, len(operands),
+                                  len(op.inputs) + len(op.outputs), len(op.inputs), len(attrs),
+                                  len(slots))
+        operands.extend(op.inputs + op.outputs)
+        attrs.extend(slots)
+      out += records[id(op)]
+    return bytes(out)
+
+  train, infer = op_table(program.train_ops, "train"), op_table(program.infer_ops, "infer")
+  body = {"tensors": bytes(tensors), "train_ops": train, "infer_ops": infer,
+          "operands": np.array(operands, "<i4").tobytes(),
+          "attrs": np.array(attrs, "<i4").tobytes(), "strings": _padded(strings),
+          "consts": bytes(consts)}
+  sections: dict[str, int] = {}
+  offset = HEADER.size
+  for s in SECTIONS:
+    sections[f"{s}_offset"], sections[f"{s}_size"] = offset, len(body[s])
+    offset += len(body[s])
+  opt = program.optimizer
+  if not 0 <= program.seed < 2**32:
+    raise ValueError(f"seed {program.seed} does not fit in a uint32")
+  h = {"magic": MAGIC, "sentinel": SENTINEL, "version": VERSION, "header_size": HEADER.size,
+       "blob_size": offset, "crc": 0, **sections,
+       "n_tensors": len(g.tensors), "n_train_ops": len(train) // OP.size,
+       "n_infer_ops": len(infer) // OP.size, "n_operands": len(operands),
+       "n_attrs": len(attrs), "arena_bytes": program.arena_bytes, "state_bytes": state_bytes,
+       **program.io, "optimizer": _index(OPTIMIZERS, opt["kind"], "optimizer"),
+       "schedule": _index(SCHEDULES, opt["schedule"], "schedule"), "steps": opt["steps"],
+       **{k: opt[k] for k in OPT_FLOATS},
+       "rounding": _index(ROUNDINGS, program.rounding, "rounding"), "seed": program.seed,
+       "name": name}
+  data = bytearray(HEADER.pack(*(h[k] for k, _ in HEADER_FIELDS)))
+  for s in SECTIONS:
+    data += body[s]
+  struct.pack_into("<I", data, HEADER_AT["crc"], crc(data))
+  return bytes(data)
+
+
+# --- reading and verifying ------------------------------------------------------------------
+
+
+@dataclass
+class Blob:
+  """A verified blob: the parts of its Program, its header and the tensors' locations."""
+
+  header: dict[str, Any]
+  name: str
+  graph: Graph
+  train_ops: list[Op]
+  infer_ops: list[Op]
+  io: dict[str, int]
+  optimizer: dict[str, Any]
+  rounding: str
+  seed: int
+  plan: Plan
+  locations: list[int]  # const: offset in consts; state: in the state image; arena; -1
+
+  def program(self) -> Program:
+    return Program(self.graph, self.train_ops, self.infer_ops, self.io, self.optimizer,
+                   self.rounding, self.seed, self.name, plan=self.plan)
+
+
+def _header(data: bytes) -> dict[str, Any]:
+  """The header, after the checks that come before the CRC's (so their message is exact)."""
+  if data[:4] != MAGIC[:len(data)]:
+    raise BlobError(f"not a jaxtiny blob: bytes 0-3 are {data[:4]!r}, not {MAGIC!r}")
+  if len(data) < HEADER.size:
+    raise BlobError(f"truncated: {len(data)} bytes, a version {VERSION} header alone takes "
+                    f"{HEADER.size}")
+  h = dict(zip((name for name, _ in HEADER_FIELDS), HEADER.unpack_from(data)))
+  if h["sentinel"] == int.from_bytes(SENTINEL.to_bytes(4, "little"), "big"):
+    raise BlobError(f"wrong byte order: the sentinel at byte {HEADER_AT['sentinel']} reads "
+                    f"0x{h['sentinel']:08x}; blobs are little-endian (0x{SENTINEL:08x})")
+  if h["sentinel"] != SENTINEL:
+    raise BlobError(f"bad byte-order sentinel 0x{h['sentinel']:08x} at byte "
+                    f"{HEADER_AT['sentinel']} (expected 0x{SENTINEL:08x})")
+  if h["version"] != VERSION:
+    raise BlobError(f"unsupported blob version {h['version']} at byte {HEADER_AT['version']} "
+                    f"(this reader reads version {VERSION})")
+  if h["header_size"] != HEADER.size:
+    raise BlobError(f"header size {h['header_size']} at byte {HEADER_AT['header_size']}: a "
+                    f"version {VERSION} header takes {HEADER.size}")
+  if h["blob_size"] != len(data):
+    what = "truncated" if len(data) < h["blob_size"] else "trailing bytes"
+    raise BlobError(f"{what}: the header (byte {HEADER_AT['blob_size']}) gives "
+                    f"{h['blob_size']} bytes, the data has {len(data)}")
+  if crc(data) != h["crc"]:
+    raise BlobError(f"CRC mismatch: 0x{h['crc']:08x} stored at byte {HEADER_AT['crc']}, "
+                    f"0x{crc(data):08x} computed: the blob is corrupt")
+  return h
+
+
+def _sections(data: bytes, h: dict[str, Any]) -> dict[str, bytes]:
+  spans = []
+  for s in SECTIONS:
+    start, size = h[f"{s}_offset"], h[f"{s}_size"]
+    where = f"section {s} (header byte {HEADER_AT[s + '_offset']})"
+    if start % ALIGN or size % ALIGN:
+      raise BlobError(f"{where}: offset {start} and size {size} must be 4-byte aligned")
+    if start < HEADER.size or start + size > len(data):
+      raise BlobError(f"{where}: [{start}, {start + size}) lies outside the blob's "
+                      f"[{HEADER.size}, {len(data)})")
+    if s in COUNTED and size != h[f"n_{s}"] * RECORD_BYTES[s]:
+      raise BlobError(f"{where}: {size} bytes for {h[f'n_{s}']} records of "
+                      f"{RECORD_BYTES[s]} bytes")
+    spans.append((start, size, s))
+  spans.sort()
+  for (a, size, s), (b, _, t) in zip(spans, spans[1:]):
+    if a + size > b:
+      raise BlobError(f"sections {s} and {t} overlap at byte {b}")
+  return {s: data[start:start + size] for start, size, s in spans}
+
+
+def _string(strings: bytes, offset: int, where: str) -> str:
+  end = strings.find(b"\0", offset) if offset < len(strings) else -1
+  if end < 0:
+    raise BlobError(f"{where}: name at string offset {offset} is outside the string table "
+                    f"({len(strings)} bytes) or not NUL-terminated")
+  try:
+    return strings[offset:end].decode()
+  except UnicodeDecodeError as e:
+    raise BlobError(f"{where}: name is not UTF-8 ({e.reason})") from None
+
+
+def _tensor_data(consts: bytes, dtype: str, shape: tuple[int, ...], start: int,
+                 nbytes: int, where: str) -> np.ndarray:
+  raw = consts[start:start + nbytes]
+  if dtype == "bit":
+    return np.frombuffer(raw, np.uint8).copy()
+  if dtype == "bool" and any(b > 1 for b in raw):
+    raise BlobError(f"{where}: bool data holds a byte other than 0 or 1")
+  want = np.dtype(NUMPY[dtype])
+  return np.frombuffer(raw, want.newbyteorder("<")).astype(want).reshape(shape)
+
+
+def _tensors(sec: dict[str, bytes], h: dict[str, Any]) -> tuple[Graph, list[int]]:
+  n, consts, strings = h["n_tensors"], sec["consts"], sec["strings"]
+  state_end, arena = h["state_bytes"], h["arena_bytes"]
+  if state_end % ALIGN or state_end > len(consts):
+    raise BlobError(f"state image of {state_end} bytes (header byte "
+                    f"{HEADER_AT['state_bytes']}) does not fit the {len(consts)}-byte "
+                    "constants section")
+  g, locations = Graph(), []
+  for i, rec in enumerate(TENSOR.iter_unpack(sec["tensors"])):
+    dt, st, rank, reserved, *dims, alias, nbytes, loc, name = rec
+    where = f"tensor {i} (byte {h['tensors_offset'] + i * TENSOR.size})"
+    dtype = _enum(opset.DTYPES, dt, f"{where}: dtype")
+    storage = _enum(STORAGES, st, f"{where}: storage")
+    if rank > MAX_RANK or reserved or any(dims[rank:]):
+      raise BlobError(f"{where}: rank {rank} (at most {MAX_RANK}, unused dims and the "
+                      "reserved byte zero)")
+    shape = tuple(dims[:rank])
+    elements = math.prod(shape)
+    want = (elements + 7) // 8 if dtype == "bit" else elements * ITEMSIZE[dtype]
+    if nbytes != want:
+      raise BlobError(f"{where}: byte size {nbytes}, but {dtype}{list(shape)} takes {want}")
+    if not -1 <= alias < n or alias == i:
+      raise BlobError(f"{where}: alias {alias} out of range (-1, or another of {n} tensors)")
+    if alias >= 0 and (storage in ("const", "state") or loc != -1):
+      raise BlobError(f"{where}: an alias has no data or location of its own")
+    data = None
+    if storage in ("const", "state"):
+      end = state_end if storage == "state" else len(consts)
+      if loc < 0 or loc % ALIGN or loc + nbytes > end:
+        raise BlobError(f"{where}: {storage} data [{loc}, {loc + nbytes}) lies outside "
+                        f"[0, {end}) of the {'state image' if storage == 'state' else 'consts'}")
+      data = _tensor_data(consts, dtype, shape, loc, nbytes, where)
+    elif storage == "io" and loc != -1:
+      raise BlobError(f"{where}: an io tensor has location {loc}, not -1")
+    elif storage == "arena" and loc != -1 and (loc % ALIGN or loc + nbytes > arena):
+      raise BlobError(f"{where}: arena tensor at [{loc}, {loc + nbytes}) lies beyond the "
+                      f"arena of {arena} bytes (or is misaligned)")
+    g.tensors.append(Tensor(i, _string(strings, name, where), shape, dtype, storage, data,
+                            None if alias < 0 else alias))
+    locations.append(loc)
+  for t in g.tensors:  # aliases: acyclic, same dtype and bytes as what they view
+    seen, a = {t.id}, t
+    while a.alias is not None:
+      b = g.tensors[a.alias]
+      if b.id in seen:
+        raise BlobError(f"tensor {t.id}: alias cycle through tensor {b.id}")
+      if (b.dtype, b.nbytes) != (a.dtype, a.nbytes):
+        raise BlobError(f"tensor {a.id}: alias of tensor {b.id} with another dtype or size")
+      seen.add(b.id)
+      a = b
+  _check_state_disjoint(g, locations)
+  return g, locations
+
+
+def _check_state_disjoint(g: Graph, locations: list[int]) -> None:
+  """State tensors are written at run time: no two may share bytes of the state image."""
+  spans = sorted((locations[t.id], t.nbytes, t.id) for t in g.tensors if t.storage == "state")
+  for (a, size, s), (b, _, t) in zip(spans, spans[1:]):
+    if a + size > b:
+      raise BlobError(f"state tensors {s} and {t} overlap in the state image at byte {b}")
+
+
+def _arity(spec: tuple[str, ...]) -> tuple[int, float]:
+  """(least, most) operands of an opset spec: "?" optional, "*" any number."""
+  least = sum(not s.endswith(("?", "*")) for s in spec)
+  return least, math.inf if any(s.endswith("*") for s in spec) else len(spec)
+
+
+def _ops(which: str, table: bytes, base: int, operands: list[int], attrs: list[int], g: Graph,
+         memo: dict[tuple, Op]) -> list[Op]:
+  ops = []
+  for i, rec in enumerate(OP.iter_unpack(table)):
+    if rec in memo:  # the same record in both lists: the same op, as lower() makes them
+      ops.append(memo[rec])
+      continue
+    code, o0, on, nin, a0, an = rec
+    where = f"{which} op {i} (byte {base + i * OP.size})"
+    d = opset.BY_ID.get(code)
+    if d is None:
+      raise BlobError(f"{where}: unknown opcode {code}")
+    where = f"{which} op {i} ({d.name}, byte {base + i * OP.size})"
+    if o0 + on > len(operands) or nin > on or a0 + an > len(attrs):
+      raise BlobError(f"{where}: operands [{o0}, {o0 + on}) or attrs [{a0}, {a0 + an}) "
+                      f"beyond the {len(operands)} operands and {len(attrs)} attr slots")
+    ins, outs = operands[o0:o0 + nin], operands[o0 + nin:o0 + on]
+    for kind, spec, got in (("inputs", d.inputs, ins), ("outputs", d.outputs, outs)):
+      least, most = _arity(spec)
+      if not least <= len(got) <= most:
+        takes = (f"at least {least}" if most == math.inf else str(least) if least == most
+                 else f"{least} to {most}")
+        raise BlobError(f"{where}: {len(got)} {kind}, {d.name} takes {takes} "
+                        f"({' '.join(spec)})")
+    for k, t in enumerate(ins + outs):
+      if not 0 <= t < len(g.tensors):
+        raise BlobError(f"{where}: operand {k} is tensor {t}, out of range "
+                        f"({len(g.tensors)} tensors)")
+    for t in outs:
+      if g.tensors[g.base(t)].storage == "const":
+        raise BlobError(f"{where}: writes tensor {t}, a constant in flash")
+    op = Op(d.name, ins, outs, _decode_attrs(d, attrs[a0:a0 + an], where))
+    memo[rec] = op
+    ops.append(op)
+  return ops
+
+
+def _plan(g: Graph, train: list[Op], infer: list[Op], locations: list[int],
+          arena: int) -> Plan:
+  """The stored arena offsets with lifetimes over the train ops, checked for overlaps."""
+  try:
+    spans = lifetimes(g, train)
+  except ValueError as e:
+    raise BlobError(f"train ops: {e}") from None
+  buffers = {}
+  for t, (first, last) in spans.items():
+    if locations[t] < 0:
+      raise BlobError(f"tensor {t} ({g.tensors[t].name}): the train ops use it but it has "
+                      "no arena offset")
+    buffers[t] = Buffer(t, _aligned(max(1, g.tensors[t].nbytes)), first, last, locations[t])
+  for i, op in enumerate(infer):
+    for t in map(g.base, op.inputs + op.outputs):
+      if g.tensors[t].storage == "arena" and t not in buffers:
+        raise BlobError(f"infer op {i} ({op.name}): arena tensor {t} has no planned buffer "
+                        "(the train ops never use it)")
+  p = Plan(buffers, arena, len(train))
+  try:
+    p.check()
+  except AssertionError as e:
+    raise BlobError(f"memory plan: {e}") from None
+  return p
+
+
+def read(data: bytes | bytearray | memoryview) -> Blob:
+  """Parse and verify a blob; every problem raises BlobError."""
+  data = bytes(data)
+  h = _header(data)
+  sec = _sections(data, h)
+  g, locations = _tensors(sec, h)
+  operands = np.frombuffer(sec["operands"], "<i4").tolist()
+  attrs = np.frombuffer(sec["attrs"], "<i4").tolist()
+  memo: dict[tuple, Op] = {}
+  train = _ops("train", sec["train_ops"], h["train_ops_offset"], operands, attrs, g, memo)
+  infer = _ops("infer", sec["infer_ops"], h["infer_ops_offset"], operands, attrs, g, memo)
+  io = {}
+  for k, dtype in IO_DTYPES.items():
+    t = h[k]
+    if not (0 <= t < len(g.tensors) and g.tensors[t].storage == "io"
+            and g.tensors[t].dtype == dtype):
+      raise BlobError(f"io {k}: tensor {t} (header byte {HEADER_AT[k]}) is not an {dtype} "
+                      "io tensor")
+    io[k] = t
+  shapes = {k: g.tensors[t].shape for k, t in io.items()}
+  if len(shapes["logits"]) == 0 or math.prod(shapes["loss"]) != 1 \
+      or math.prod(shapes["label"]) != 1:
+    raise BlobError(f"io shapes {shapes}: logits need an axis, loss and label one element")
+  opt = {"kind": _enum(OPTIMIZERS, h["optimizer"], "optimizer"), "momentum": h["momentum"],
+         "b1": h["b1"], "b2": h["b2"], "eps": h["eps"],
+         "schedule": _enum(SCHEDULES, h["schedule"], "schedule"), "lr": h["lr"],
+         "steps": h["steps"], "final": h["final"]}
+  if opt["schedule"] == "cosine" and opt["steps"] == 0:
+    raise BlobError(f"a cosine schedule over 0 steps (header byte {HEADER_AT['steps']})")
+  return Blob(h, _string(sec["strings"], h["name"], "program name"), g, train, infer, io, opt,
+              _enum(ROUNDINGS, h["rounding"], "rounding"), h["seed"],
+              _plan(g, train, infer, locations, h["arena_bytes"]), locations)
+
+
+def load(src: str | PathLike | bytes | bytearray | memoryview) -> Program:
+  """The Program of a blob file (or of its bytes), verified; it runs like the saved one."""
+  data = src if isinstance(src, bytes | bytearray | memoryview) else Path(src).read_bytes()
+  return read(data).program()
