@@ -24,7 +24,7 @@ import numpy as np
 from jaxtiny.errors import ModelFormatError
 from lowering import opset
 from lowering.ir import ITEMSIZE, NUMPY, Graph, Op, Tensor
-from lowering.planner import ALIGN, Buffer, Plan, _aligned, lifetimes
+from lowering.planner import ALIGN, Buffer, Plan, buffer_size, lifetimes
 from lowering.program import Program
 
 MAGIC = b"JTB1"
@@ -549,7 +549,7 @@ def _plan(g: Graph, train: list[Op], infer: list[Op], locations: list[int],
     if locations[t] < 0:
       raise BlobError(f"tensor {t} ({g.tensors[t].name}): the train ops use it but it has "
                       "no arena offset")
-    buffers[t] = Buffer(t, _aligned(max(1, g.tensors[t].nbytes)), first, last, locations[t])
+    buffers[t] = Buffer(t, buffer_size(g.tensors[t]), first, last, locations[t])
   for i, op in enumerate(infer):
     for t in map(g.base, op.inputs + op.outputs):
       if g.tensors[t].storage == "arena" and t not in buffers:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lowering.ir import Graph, Op
+from lowering.ir import Graph, Op, Tensor
 
 ALIGN = 4
 
@@ -35,8 +35,9 @@ def _channelwise(g: Graph, op: Op) -> bool:
           and gt.shape == out.shape)
 
 
-def _aligned(n: int) -> int:
-  return (n + ALIGN - 1) // ALIGN * ALIGN
+def buffer_size(t: Tensor) -> int:
+  """Arena bytes of a tensor: its size rounded up to ALIGN (at least ALIGN)."""
+  return (max(1, t.nbytes) + ALIGN - 1) // ALIGN * ALIGN
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,7 @@ def plan(g: Graph, ops: list[Op]) -> Plan:
   order = sorted(spans, key=lambda t: (-g.tensors[t].nbytes, spans[t][0], t))
   placed: list[Buffer] = []
   for t in order:
-    size = _aligned(max(1, g.tensors[t].nbytes))
+    size = buffer_size(g.tensors[t])
     first, last = spans[t]
     clashes = sorted((b for b in placed if b.first <= last and first <= b.last),
                      key=lambda b: b.offset)
