@@ -9,6 +9,7 @@ The inference op list is a subsequence of the training one, so the same offsets 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from lowering.ir import Graph, Op, Tensor
@@ -58,10 +59,13 @@ class Plan:
   def offset(self, tid: int) -> int:
     return self.buffers[tid].offset
 
-  def live_bytes(self) -> list[int]:
-    """Bytes of the buffers live during each op (what the report plots)."""
+  def live_bytes(self, tensors: Collection[int] | None = None) -> list[int]:
+    """Bytes of the buffers live during each op (what the report plots); of `tensors`
+    only, when given."""
     live = [0] * self.ops
     for b in self.buffers.values():
+      if tensors is not None and b.tensor not in tensors:
+        continue
       for i in range(b.first, b.last + 1):
         live[i] += b.size
     return live

@@ -108,11 +108,7 @@ class Program:
             if op.name in ("conv2d_update_s8", "dense_update_s8")}
     kept |= {g.base(t) for op in self.train_ops if op.name == "maxpool_bw_f32"
              for t in op.inputs[1:]}
-    f32 = [0] * len(self.train_ops)
-    for b in self.plan.buffers.values():
-      if g.tensors[b.tensor].dtype == "f32":
-        for i in range(b.first, b.last + 1):
-          f32[i] += b.size
+    f32 = self.plan.live_bytes({t for t in self.plan.buffers if g.tensors[t].dtype == "f32"})
     return UpdateCost(state["weights"], state["biases"], state["opt"] + state["step"],
                       sum(g.tensors[t].nbytes for t in kept),
                       sum(g.tensors[t].nbytes for t in self.plan.buffers

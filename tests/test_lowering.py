@@ -10,7 +10,7 @@ import jaxtiny as jt
 from lowering import kernels as K
 from lowering import opset
 
-from helpers import labelled_batch, quantize_8x8x2
+from helpers import SmallNet, labelled_batch, quantize_8x8x2
 
 # The reference executor sums float32 gradients in its own order (numpy) and XLA in
 # another, so an update whose value sits within an ulp of a rounding boundary may round
@@ -18,22 +18,10 @@ from helpers import labelled_batch, quantize_8x8x2
 BOUNDARY_FRACTION = 0.01
 
 
-class Net(nn.Module):
-  """Every op kind of the small models: conv, depthwise, residual add, max/avg pool, dense."""
-
-  @nn.compact
-  def __call__(self, x):
-    x = nn.relu6(nn.Conv(8, (3, 3))(x))
-    x = nn.relu6(nn.Conv(8, (3, 3), strides=2, feature_group_count=8)(x))
-    y = nn.Conv(8, (1, 1))(nn.relu6(nn.Conv(8, (1, 1))(x)))
-    x = nn.relu(y + x)
-    x = nn.max_pool(nn.Conv(12, (1, 1))(x), (2, 2), (2, 2))
-    return nn.Dense(4)(x.mean(axis=(1, 2)))
-
-
 @pytest.fixture(scope="module")
 def qm():
-  return quantize_8x8x2(Net())
+  # Every op kind of the small models: conv, depthwise, residual add, max/avg pool, dense.
+  return quantize_8x8x2(SmallNet(max_pool=True))
 
 
 @pytest.fixture(scope="module")
@@ -270,7 +258,7 @@ def test_in_place_ops_share_their_input(block_qm):
     np.testing.assert_array_equal(v, apart.state()[k])
 
 
-@pytest.mark.parametrize("net", ["Net", "BlockNet"])
+@pytest.mark.parametrize("net", ["SmallNet", "BlockNet"])
 @pytest.mark.parametrize("update, optimizer", [
   (jt.SparseUpdate(), jt.sgd(0.1)),
   (jt.SparseUpdate(bias_last=2, weights={3: 0.5}), jt.sgd(0.1, momentum=0.9)),
@@ -282,7 +270,7 @@ def test_update_cost_agrees_with_plan(net, update, optimizer, qm, block_qm):
   item equal, except the float32 gradient buffers. The model counts the largest gradient
   pair of one backward op; the plan also holds a gradient waiting at a residual add and the
   loss's logits-sized floats, so its peak lies in [model, 1.25 * model + 64 B]."""
-  tr = _trainer(qm if net == "Net" else block_qm, update, optimizer)
+  tr = _trainer(qm if net == "SmallNet" else block_qm, update, optimizer)
   model, plan = tr.cost, tr.lower().cost()
   for item in ("trainable_weights", "trainable_biases", "optimizer_state",
                "saved_activations", "masks"):

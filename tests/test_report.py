@@ -7,14 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_lowering import Net
 
 import jaxtiny as jt
 import lowering
 from lowering.program import Program
 from lowering.report import BudgetError, check_budget, main, parse_size, plot, report
 
-from helpers import quantize_8x8x2
+from helpers import SmallNet, quantize_8x8x2
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_BLOB = hasattr(lowering, "load") and hasattr(Program, "save")
@@ -25,7 +24,7 @@ OP_LINE = re.compile(r"^\s+(\d+)\s+([a-z0-9_]+)\s+(\d+)\b")
 @pytest.fixture(scope="module")
 def program() -> Program:
   # Momentum, so that the state has all four groups (weights, biases, opt, step).
-  tr = jt.tiny_train(quantize_8x8x2(Net()), optimizer=jt.sgd(0.1, momentum=0.9),
+  tr = jt.tiny_train(quantize_8x8x2(SmallNet(max_pool=True)), optimizer=jt.sgd(0.1, momentum=0.9),
                      update=jt.SparseUpdate(bias_last=2, weights={1: 0.5, 3: 0.5}))
   return tr(jt.softmax_cross_entropy).lower()
 

@@ -1,6 +1,5 @@
 """tiny_train: device-faithful int8 updates, QAS, sparse update, optimizers."""
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,23 +10,12 @@ from jaxtiny.autodiff import train_forward
 from jaxtiny.optim import apply_bias, apply_weight, hash_uniform
 from jaxtiny.qmodel import RUNNERS
 
-from helpers import labelled_batch, quantize_8x8x2
-
-
-class Small(nn.Module):
-  @nn.compact
-  def __call__(self, x):
-    x = nn.relu6(nn.Conv(8, (3, 3))(x))
-    x = nn.relu6(nn.Conv(8, (3, 3), strides=2, feature_group_count=8)(x))
-    y = nn.Conv(8, (1, 1))(nn.relu6(nn.Conv(8, (1, 1))(x)))
-    x = nn.relu(y + x)
-    x = nn.Conv(12, (1, 1))(x)
-    return nn.Dense(4)(x.mean(axis=(1, 2)))
+from helpers import SmallNet, labelled_batch, quantize_8x8x2
 
 
 @pytest.fixture(scope="module")
 def qm():
-  return quantize_8x8x2(Small())
+  return quantize_8x8x2(SmallNet())
 
 
 @pytest.fixture(scope="module")
