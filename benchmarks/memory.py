@@ -6,7 +6,9 @@ Each model (128x128x3 input, batch 1, a new 2-class head, SGD) is lowered four t
   same switches off;
 - sparse + reorder: updates run as soon as their gradient exists;
 - + banded prefix, in place: frozen-prefix bottlenecks band by band, elementwise ops and
-  stride-1 depthwise input gradients in place (the default lowering).
+  stride-1 depthwise input gradients in place;
+- + channel-by-channel backward: the backward of each inverted bottleneck on the backward
+  path one expanded channel at a time (the default lowering).
 Memory = planned arena + persistent state (trained parameters, optimizer state, step
 counter); the caller's input buffer is not counted. Our numbers are exact plan sizes; the
 paper's are measured on an STM32F746. The last table holds the XLA fp32 full-update step of
@@ -34,10 +36,12 @@ SCHEMES = {
 PAPER_KB = {  # DESIGN.md: full update, sparse, sparse + reorder (STM32F746)
   "mcunet-5fps.pkl": (3650, 560, 173), "mbv2-w0.35.pkl": (2939, 335, 141)}
 GOAL_KB = {"mcunet-5fps.pkl": 160, "mbv2-w0.35.pkl": 141}
-OFF = {"reorder_updates": False, "band": False, "in_place": False}
+OFF = {"reorder_updates": False, "band": False, "in_place": False, "channelwise": False}
 VARIANTS = (("full update", "full", OFF), ("sparse", "scheme", OFF),
             ("sparse + reorder", "scheme", {**OFF, "reorder_updates": True}),
-            ("+ banded prefix, in place", "scheme", {}))
+            ("+ banded prefix, in place", "scheme", {**OFF, "reorder_updates": True,
+                                                     "band": True, "in_place": True}),
+            ("+ channel-by-channel backward", "scheme", {}))
 
 
 def _kb(n: float) -> str:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from jaxtiny.autodiff import LayerPlan, selection_axis
+from jaxtiny.graph import Node, consumers
 from jaxtiny.optim import Optimizer
 from jaxtiny.qmodel import QModel
 
@@ -152,6 +153,62 @@ class UpdateCost:
     return "\n".join(f"{k:<28}{v:>10,} B" for k, v in rows)
 
 
+def _pointwise(qm: QModel, n: Node) -> bool:
+  return (n.op == "conv2d" and n.attrs["groups"] == 1
+          and qm.params[n.name]["weight"].shape[1:3] == (1, 1)
+          and n.attrs["strides"] == (1, 1) and n.attrs["padding"] == ((0, 0), (0, 0)))
+
+
+def channelwise_blocks(qm: QModel, plans: dict[str, LayerPlan], first: int) -> dict[int, int]:
+  """The inverted bottlenecks whose backward runs one expanded channel at a time (as
+  `lowering.bottleneck_bw` fuses them): node position of each of their three layers ->
+  float32 gradient elements alive meanwhile. A block qualifies when its expand layer is on
+  the backward path, each of its tensors has one reader, its depthwise weight is frozen
+  and its project weight trains whole or not at all."""
+  nodes, t = qm.nodes, qm.tensors
+  readers = consumers(nodes)
+  out: dict[int, int] = {}
+  for pe in range(first, len(nodes)):
+    e = nodes[pe]
+    pd = readers.get(e.output, [])
+    pp = readers.get(nodes[pd[0]].output, []) if len(pd) == 1 else []
+    if len(pp) != 1 or not _pointwise(qm, e):
+      continue
+    d, p = nodes[pd[0]], nodes[pp[0]]
+    c = qm.params[e.name]["weight"].shape[0]
+    if d.op != "conv2d" or not _pointwise(qm, p) or d.attrs["groups"] != c \
+            or qm.params[d.name]["weight"].shape[::3] != (c, 1) \
+            or qm.params[p.name]["weight"].shape[3] != c:
+      continue
+    dp, pplan = plans.get(d.name), plans.get(p.name)
+    if (dp is not None and dp.channels is not None) or (
+            pplan is not None and pplan.channels is not None and not pplan.all_channels):
+      continue
+    size = lambda i: int(np.prod(t[i].shape))  # noqa: E731
+    spatial = lambda i: int(np.prod(t[i].shape[:-1]))  # noqa: E731
+    live = (size(p.output) + (size(e.inputs[0]) if pe > first else 0)
+            + spatial(d.output) + spatial(e.output) + 2 * c)
+    out.update(dict.fromkeys((pe, pd[0], pp[0]), live))
+  return out
+
+
+def _waiting_skips(qm: QModel, first: int) -> dict[int, int]:
+  """Node position -> float32 elements of residual gradients waiting meanwhile: the
+  gradient of an add's earlier input lives from the add's backward until the other branch's
+  backward reaches that input's producer."""
+  producer = {n.output: pos for pos, n in enumerate(qm.nodes)}
+  out: dict[int, int] = {}
+  for pa, n in enumerate(qm.nodes):
+    if n.op != "add":
+      continue
+    ps = min(producer.get(i, -1) for i in n.inputs)
+    if ps >= first:
+      size = int(np.prod(qm.tensors[qm.nodes[ps].output].shape))
+      for pos in range(ps + 1, pa):
+        out[pos] = out.get(pos, 0) + size
+  return out
+
+
 def update_cost(qm: QModel, update: SparseUpdate, optimizer: Optimizer | None = None
                 ) -> UpdateCost:
   """The memory a sparse-update scheme adds to inference, broken down (batch 1).
@@ -159,10 +216,13 @@ def update_cost(qm: QModel, update: SparseUpdate, optimizer: Optimizer | None = 
   Saved activations: a trained weight's input, restricted to the trained channels (max
   pooling keeps its input and output). Masks: one bit per output element of every
   requantizing op on the backward path (from the earliest trained layer on). Gradient
-  buffers: the largest fp32 input + output gradient pair of one backward op (one buffer
-  when a depthwise conv with frozen weights runs in place). Optimizer state includes the
-  4-byte step counter. `Program.cost()` measures the same items on the lowered plan; the
-  tests hold the two together (gradient buffers within the tolerance stated there).
+  buffers: the most fp32 gradient bytes one backward op holds: its input and output
+  gradients (one buffer when a depthwise conv with frozen weights runs in place; an
+  inverted bottleneck whose backward runs channel by channel holds the project's gradient,
+  the block input's, one channel of each inner gradient and two bias gradients), plus the
+  residual gradients waiting meanwhile. Optimizer state includes the 4-byte step counter.
+  `Program.cost()` measures the same items on the lowered plan; the tests hold the two
+  together (gradient buffers: the plan adds at most the loss's few floats).
   """
   plans = layer_plans(qm, update)
   weights = biases = 0
@@ -177,6 +237,8 @@ def update_cost(qm: QModel, update: SparseUpdate, optimizer: Optimizer | None = 
   trained_elems = weights + biases // 4
   first = min((pos for pos, n in enumerate(qm.nodes) if n.name in plans), default=None)
   if first is not None:
+    blocks = channelwise_blocks(qm, plans, first)
+    waiting = _waiting_skips(qm, first)
     for pos, n in enumerate(qm.nodes[first:], start=first):
       out = int(np.prod(t[n.output].shape))
       inp = int(np.prod(t[n.inputs[0]].shape))
@@ -194,6 +256,7 @@ def update_cost(qm: QModel, update: SparseUpdate, optimizer: Optimizer | None = 
       in_place = (n.op == "conv2d" and selection_axis(qm, n) == 0 and not trained_weight
                   and t[n.output].shape == t[n.inputs[0]].shape)
       pair = max(out, inp) if in_place else out + inp
-      grad = max(grad, 4 * (pair if needs_input_grad else out))
+      grad = max(grad, 4 * (blocks.get(pos, pair if needs_input_grad else out)
+                            + waiting.get(pos, 0)))
   state = (optimizer.state_bytes(trained_elems) if optimizer is not None else 0) + 4
   return UpdateCost(weights, biases, state, saved, masks, grad)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from lowering import kernels as K
+from lowering.bottleneck_bw import ONE, trained
 from lowering.ir import NUMPY, Graph, Op
 
 Env = dict[int, np.ndarray]
@@ -206,6 +207,30 @@ def _conv_bw_input(ex: Executor, op: Op) -> None:
                                           a["strides"], a["padding"], a["groups"], shape[1:]))
 
 
+@kernel("bottleneck_bw_f32")
+def _bottleneck_bw(ex: Executor, op: Op) -> None:
+  a = op.attrs
+  g, w3, _, m_d, w2, _, m_e, w1 = (ex.get(i) for i in op.inputs[:8])
+  if "sel_axis" in a:
+    w1 = K.merge_channels(w1, ex.get(op.inputs[8]), a["sel_axis"], ex.get(op.inputs[9]).tolist())
+  on_channel = None
+  t = trained(op)
+  if t is not None:
+    x = ex.get(t.x)
+
+    def on_channel(c: int, ge: np.ndarray) -> None:
+      grad = K.conv2d_bw_weight(ge, x, (1, 1), ONE, 1, a["x_zero"], (1, 1))
+      _step(ex, a["pid"], t.p, t.inv, t.slots, t.step, grad, row=c)
+
+  depthwise = {"w": w2, "strides": a["d_strides"], "padding": a["d_padding"],
+               "y": _stand_in(ex, op, 2), "m": m_d, "lo": -128, "hi": 127}
+  expand = {"w": w1, "y": _stand_in(ex, op, 5), "m": m_e, "lo": -128, "hi": 127}
+  gx = ex.get(op.outputs[3]) if a["gx"] else None
+  gb_d, gb_e = K.bottleneck_bw(g, {"w": w3}, depthwise, expand, gx, on_channel)
+  ex.set(op.outputs[1], gb_d)
+  ex.set(op.outputs[2], gb_e)
+
+
 @kernel("dense_bw_input_f32")
 def _dense_bw_input(ex: Executor, op: Op) -> None:
   ex.set(op.outputs[0], K.dense_bw_input(ex.get(op.inputs[0]), _weight(ex, op, 1)))
@@ -246,21 +271,37 @@ def _concat_bw(ex: Executor, op: Op) -> None:
 
 
 def _update(ex: Executor, op: Op, grad: np.ndarray, p_index: int) -> None:
-  """Optimizer step in real units (QAS factor per output channel), rounding, in place."""
+  """Optimizer step of the parameter operand `p_index`, followed by its QAS factors, its
+  optimizer state and the step counter (the last operand)."""
+  _step(ex, op.attrs["pid"], op.inputs[p_index], op.inputs[p_index + 1],
+        op.inputs[p_index + 2:-1], op.inputs[-1], grad)
+
+
+def _step(ex: Executor, pid: int, p_id: int, inv_id: int, slot_ids: list[int], step_id: int,
+          grad: np.ndarray, row: int | None = None) -> None:
+  """Optimizer step in real units (QAS factor per output channel), rounding, in place; of
+  the whole parameter, or of one output channel `row` (grad: that row's gradient)."""
   o = ex.optimizer
-  p_id = op.inputs[p_index]
-  p = ex.get(p_id)
-  inv = ex.get(op.inputs[p_index + 1]).reshape((-1,) + (1,) * (p.ndim - 1))
-  slots = [ex.get(i) for i in op.inputs[p_index + 2:-1]]
-  step = int(ex.get(op.inputs[-1]))
+  p_all = ex.get(p_id)
+  rows = slice(None) if row is None else slice(row, row + 1)
+  p = p_all[rows]
+  inv = ex.get(inv_id).reshape((-1,) + (1,) * (p.ndim - 1))[rows]
+  slots = [ex.get(i)[rows] for i in slot_ids]
+  step = int(ex.get(step_id))
   lr = K.learning_rate(o["schedule"], o["lr"], o["steps"], o["final"], step)
   d_real, new = K.optimizer_step(o["kind"], grad * inv, slots, lr, step, o["momentum"],
                                  o["b1"], o["b2"], o["eps"])
-  u = None if ex.rounding == "nearest" else K.hash_uniform(ex.seed, step, op.attrs["pid"],
-                                                           p.size)
-  ex.set(p_id, K.apply_update(p, d_real * inv, u))
-  for t, v in zip(op.outputs[1:], new, strict=True):
-    ex.set(t, v.astype(np.float32))
+  u = None if ex.rounding == "nearest" else K.hash_uniform(
+    ex.seed, step, pid, p.size, 0 if row is None else row * p.size)
+  new_p = K.apply_update(p, d_real * inv, u)
+  if row is None:
+    ex.set(p_id, new_p)
+    for t, v in zip(slot_ids, new, strict=True):
+      ex.set(t, v.astype(np.float32))
+  else:  # parameters and optimizer state are persistent arrays: write the row in place
+    p_all[rows] = new_p
+    for t, v in zip(slot_ids, new, strict=True):
+      ex.get(t)[rows] = v
 
 
 @kernel("conv2d_update_s8")

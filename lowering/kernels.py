@@ -17,7 +17,7 @@ Conventions:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -572,6 +572,68 @@ def dense_bw_weight(g_acc: np.ndarray, x: np.ndarray, x_zero: int,
   return _running_sum(g[:, :, None] * xs[:, None, :])  # (N, O, K) summed over N
 
 
+def bottleneck_bw(g_acc: np.ndarray, project: dict, depthwise: dict, expand: dict,
+                  gx: np.ndarray | None = None,
+                  on_channel: Callable[[int, np.ndarray], None] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+  """Backward of an inverted bottleneck (1x1 expand, depthwise, 1x1 project), one expanded
+  channel c at a time, so that neither the depthwise output's nor the expanded tensor's
+  gradient exists in full.
+
+  g_acc: float32 (1, Ho, Wo, O), the gradient at the project's int32 accumulator.
+  project: {"w": int8 (O, 1, 1, C)}; depthwise: {"w": int8 (C, kh, kw, 1), "strides",
+  "padding", "y", "m", "lo", "hi"}; expand: {"w": int8 (C, 1, 1, K), "y", "m", "lo", "hi"},
+  where y is the layer's int8 output (or a stand-in) whose clamp gates its gradient and m
+  its requantization multiplier (scalar or per channel).
+  For each c ascending: gd = project input gradient of channel c, through the depthwise
+  requantization; ge = depthwise input gradient of gd, through the expand requantization;
+  gx (float32 (1, H, W, K), overwritten) += ge * w_expand[c]; then on_channel(c, ge).
+  Returns the bias gradients (gd, ge summed over positions), float32 (C,) each.
+  Bit-identical to conv2d_bw_input, requant_bw, bias_bw on whole tensors: every sum runs
+  in the same order (gx: over channels ascending, as conv2d_bw_input's output channels).
+  """
+  g = _grad_array(g_acc, "g_acc")
+  w3, w2, w1 = (_int8_array(d["w"], f"{n} weight") for d, n in
+                ((project, "project"), (depthwise, "depthwise"), (expand, "expand")))
+  c = w2.shape[0]
+  yd, ye = _int8_array(depthwise["y"], "depthwise y"), _int8_array(expand["y"], "expand y")
+  if (g.ndim != 4 or g.shape[0] != 1 or w3.shape != (g.shape[-1], 1, 1, c)
+          or w2.shape[3] != 1 or w1.shape[:3] != (c, 1, 1) or yd.shape != (*g.shape[:3], c)
+          or ye.ndim != 4 or ye.shape[-1] != c):
+    raise ValueError(f"bottleneck_bw: gradient {g.shape}, weights {w3.shape} {w2.shape} "
+                     f"{w1.shape} and outputs {yd.shape} {ye.shape} disagree")
+  in_shape = (*ye.shape[1:3], 1)
+  if gx is not None and gx.shape != (*ye.shape[:3], w1.shape[3]):
+    raise ValueError(f"bottleneck_bw: gx {gx.shape} is not the block input's gradient")
+
+  def per_channel(m, k):
+    m = _multiplier(m)
+    if m.size not in (1, c):
+      raise ValueError(f"bottleneck_bw: multiplier shape {m.shape}, {c} channels")
+    return m.reshape(-1)[k if m.size == c else 0]
+
+  w1f = w1.astype(np.float32)
+  gb_d, gb_e = np.zeros(c, np.float32), np.zeros(c, np.float32)
+  if gx is not None:
+    gx[...] = 0
+  one = ((0, 0), (0, 0))
+  for k in range(c):
+    gd = conv2d_bw_input(g, w3[..., k:k + 1], (1, 1), one, 1, (*g.shape[1:3], 1))
+    gd = requant_bw(gd, yd[..., k:k + 1], per_channel(depthwise["m"], k), depthwise["lo"],
+                    depthwise["hi"])
+    gb_d[k] = bias_bw(gd)[0]
+    ge = conv2d_bw_input(gd, w2[k:k + 1], depthwise["strides"], depthwise["padding"], 1,
+                         in_shape)
+    ge = requant_bw(ge, ye[..., k:k + 1], per_channel(expand["m"], k), expand["lo"],
+                    expand["hi"])
+    gb_e[k] = bias_bw(ge)[0]
+    if gx is not None:
+      gx += ge * w1f[k, 0, 0, :]
+    if on_channel is not None:
+      on_channel(k, ge)
+  return gb_d, gb_e
+
+
 def add_bw(g: np.ndarray, y: np.ndarray, a_mult: int, b_mult: int, m: float, lo: int,
            hi: int) -> tuple[np.ndarray, np.ndarray]:
   """(d a, d b) = (d acc * m_a, d acc * m_b) with d acc = requant_bw(g, y, m, lo, hi).
@@ -703,12 +765,13 @@ def optimizer_step(kind: str, g: np.ndarray, slots: list[np.ndarray], lr: np.flo
   return lr * mhat / (np.sqrt(vhat) + f(eps)), [m, v]
 
 
-def hash_uniform(seed: int, step: int, param: int, n: int) -> np.ndarray:
-  """u in [0, 1) per element index 0..n-1: lowbias32 of seed, step, parameter, index."""
+def hash_uniform(seed: int, step: int, param: int, n: int, start: int = 0) -> np.ndarray:
+  """u in [0, 1) per element index start..start+n-1 (flat, row-major): lowbias32 of seed,
+  step, parameter, index."""
   with np.errstate(over="ignore"):
     base = (np.uint32(seed) * np.uint32(0x9E3779B1) + np.uint32(step) * np.uint32(0x85EBCA77)
             + np.uint32(param) * np.uint32(0xC2B2AE3D))
-    h = base + np.arange(n, dtype=np.uint32)
+    h = base + np.arange(start, start + n, dtype=np.uint32)
     h ^= h >> np.uint32(16)
     h *= np.uint32(0x7FEB352D)
     h ^= h >> np.uint32(15)

@@ -109,6 +109,15 @@ OPS: tuple[OpDef, ...] = (
   OpDef(25, "bias_update_i32", ("g", "b", "inv", "state*", "step"), ("b", "state*"),
         _schema("pid kind:enum:kind"),
         "bias gradient (sum over positions) fused with the update (in place)"),
+  OpDef(41, "bottleneck_bw_f32",
+        ("g", "w3", "mask_d", "m_d", "w2", "mask_e", "m_e", "w1", "w1_sel?", "sel?", "x?",
+         "inv?", "state*", "step?"), ("scratch", "gb_d", "gb_e", "gx?", "w1?", "state*"),
+        _schema("d_strides:i32x2 d_padding:pad4 gx:bool sel_axis? pid? x_zero?"),
+        "backward of an inverted bottleneck (1x1 expand, depthwise, 1x1 project) one expanded "
+        "channel at a time, from the project's accumulator gradient g: bias gradients gb_d, "
+        "gb_e (C,); with gx, the block input's gradient summed channel by channel; with pid "
+        "(then x, inv, state, step), the expand weight rows (w1_sel with sel_axis, else w1) "
+        "updated in place; scratch: one depthwise-output and one expanded channel, f32"),
   # --- small float32 / int32 ops of the loss ---------------------------------------------
   OpDef(32, "cast", ("x",), ("y",), (), "value conversion to the output dtype"),
   OpDef(33, "unary", ("x",), ("y",), _schema("fn:enum:unary"),
@@ -129,7 +138,7 @@ OPS: tuple[OpDef, ...] = (
 
 BY_NAME = {op.name: op for op in OPS}
 BY_ID = {op.id: op for op in OPS}
-LAST_USED_ID = 40  # the next opcode takes 41; a retired id is never reused
+LAST_USED_ID = 41  # the next opcode takes 42; a retired id is never reused
 
 UNARY = ("neg", "exp", "log", "floor", "not", "sqrt")
 BINARY = ("add", "sub", "mul", "div", "max", "min", "lt", "gt", "le", "ge", "eq", "ne",

@@ -13,6 +13,7 @@ from jaxtiny.errors import InputError, UnsupportedError
 from jaxtiny.sparse import UpdateCost
 from lowering import planner
 from lowering.banding import fuse_bottlenecks
+from lowering.bottleneck_bw import fuse_bottleneck_backward, trained
 from lowering.capture import flatten
 from lowering.convert import Lowerer
 from lowering.executor import Executor
@@ -106,6 +107,7 @@ class Program:
                     t.name.split("/")[0] == k) for k in STATE_DTYPES}
     kept = {g.base(op.inputs[1]) for op in self.train_ops
             if op.name in ("conv2d_update_s8", "dense_update_s8")}
+    kept |= {g.base(t.x) for t in map(trained, self.train_ops) if t is not None}
     kept |= {g.base(t) for op in self.train_ops if op.name == "maxpool_bw_f32"
              for t in op.inputs[1:]}
     f32 = self.plan.live_bytes({t for t in self.plan.buffers if g.tensors[t].dtype == "f32"})
@@ -126,12 +128,13 @@ class Program:
 
 
 def lower(trainer, name: str | None = None, *, reorder_updates: bool = True,
-          band: bool = True, in_place: bool = True) -> Program:
+          band: bool = True, in_place: bool = True, channelwise: bool = True) -> Program:
   """Lower `trainer`'s step (batch 1) and its inference to a Program.
 
   The switches turn off one memory technique each (for the benchmark's ablation): updates
   run as early as possible, frozen-prefix bottlenecks run band by band, elementwise ops and
-  stride-1 depthwise input gradients run in place.
+  stride-1 depthwise input gradients run in place, bottlenecks on the backward path run
+  their backward one expanded channel at a time.
   """
   state = trainer.init()
   leaves = jax.tree_util.tree_flatten_with_path(state)[0]
@@ -163,6 +166,8 @@ def lower(trainer, name: str | None = None, *, reorder_updates: bool = True,
   io["loss"] = g.add("loss", (), "f32", "io")
   lw.emit("copy", [lw.tensor(loss, "f32")], [io["loss"]])
   ops = fuse_bottlenecks(g, lw.ops()) if band else lw.ops()
+  if channelwise:
+    ops = fuse_bottleneck_backward(g, ops)
   if reorder_updates:
     ops = reorder(g, ops)
   if in_place:
