@@ -153,6 +153,10 @@ class UpdateCost:
     return "\n".join(f"{k:<28}{v:>10,} B" for k, v in rows)
 
 
+def _elements(shape: tuple[int, ...]) -> int:
+  return int(np.prod(shape, dtype=np.int64))
+
+
 def _pointwise(qm: QModel, n: Node) -> bool:
   return (n.op == "conv2d" and n.attrs["groups"] == 1
           and qm.params[n.name]["weight"].shape[1:3] == (1, 1)
@@ -184,10 +188,10 @@ def channelwise_blocks(qm: QModel, plans: dict[str, LayerPlan], first: int) -> d
     if (dp is not None and dp.channels is not None) or (
             pplan is not None and pplan.channels is not None and not pplan.all_channels):
       continue
-    size = lambda i: int(np.prod(t[i].shape))  # noqa: E731
-    spatial = lambda i: int(np.prod(t[i].shape[:-1]))  # noqa: E731
-    live = (size(p.output) + (size(e.inputs[0]) if pe > first else 0)
-            + spatial(d.output) + spatial(e.output) + 2 * c)
+    # The project's gradient, the block input's (unless the backward stops at the block),
+    # one depthwise-output and one expanded channel, the two bias gradients.
+    live = (_elements(t[p.output].shape) + (_elements(t[e.inputs[0]].shape) if pe > first else 0)
+            + _elements(t[d.output].shape[:-1]) + _elements(t[e.output].shape[:-1]) + 2 * c)
     out.update(dict.fromkeys((pe, pd[0], pp[0]), live))
   return out
 
@@ -203,7 +207,7 @@ def _waiting_skips(qm: QModel, first: int) -> dict[int, int]:
       continue
     ps = min(producer.get(i, -1) for i in n.inputs)
     if ps >= first:
-      size = int(np.prod(qm.tensors[qm.nodes[ps].output].shape))
+      size = _elements(qm.tensors[qm.nodes[ps].output].shape)
       for pos in range(ps + 1, pa):
         out[pos] = out.get(pos, 0) + size
   return out
@@ -240,8 +244,8 @@ def update_cost(qm: QModel, update: SparseUpdate, optimizer: Optimizer | None = 
     blocks = channelwise_blocks(qm, plans, first)
     waiting = _waiting_skips(qm, first)
     for pos, n in enumerate(qm.nodes[first:], start=first):
-      out = int(np.prod(t[n.output].shape))
-      inp = int(np.prod(t[n.inputs[0]].shape))
+      out = _elements(t[n.output].shape)
+      inp = _elements(t[n.inputs[0]].shape)
       plan = plans.get(n.name)
       trained_weight = plan is not None and plan.channels is not None
       if trained_weight:

@@ -1,0 +1,38 @@
+"""Lowering the shared ImageNet models with the paper's schemes: the memory goals of the
+lowering (exact plan sizes, deterministic), the cost model against the plan, and one
+executor step against the JAX simulation."""
+
+import numpy as np
+import pytest
+
+import jaxtiny as jt
+
+KB = 1024
+CASES = {  # model file: (scheme, goal for arena + state, fused bottleneck backwards)
+  "mcunet-5fps.pkl": (jt.SparseUpdate(bias_last=20, weights={24: 0.25, 27: 0.5, 30: 0.5}),
+                      128 * KB, 6),
+  "mbv2-w0.35.pkl": (jt.SparseUpdate(bias_last=25, weights={27: 1, 30: 1, 33: 1, 36: 1, 39: 1,
+                                                            42: 0.125, 45: 0.5, 48: 1}),
+                     141 * KB, 8),
+}
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("model", list(CASES))
+def test_paper_scheme_fits_and_runs(models_dir, model):
+  scheme, goal, fused = CASES[model]
+  qm = jt.load_tinytraining(models_dir / model).with_classifier(2)
+  tr = jt.tiny_train(qm, optimizer=jt.sgd(0.01), update=scheme,
+                     rounding="stochastic")(jt.softmax_cross_entropy)
+  prog = tr.lower()
+  assert prog.arena_bytes + prog.state_bytes <= goal
+  assert [op.name for op in prog.train_ops].count("bottleneck_bw_f32") == fused
+  model_cost, plan_cost = tr.cost, prog.cost()
+  for item in ("trainable_weights", "trainable_biases", "optimizer_state",
+               "saved_activations", "masks"):
+    assert getattr(model_cost, item) == getattr(plan_cost, item), item
+  assert 0 <= plan_cost.gradient_buffers - model_cost.gradient_buffers <= 64
+  x8 = np.random.default_rng(0).integers(-128, 128, (1, *qm.input_shape), dtype=np.int8)
+  np.testing.assert_array_equal(prog.infer(x8[0]), np.asarray(qm.apply(x8))[0])
+  _, loss = tr.step(tr.init(), x8, np.array([1], np.int32))
+  assert prog.train_step(x8[0], 1) == pytest.approx(float(loss), rel=1e-5)
