@@ -83,6 +83,7 @@ class _Finder:
   def __init__(self, g: Graph, ops: list[Op]):
     self.g, self.ops = g, ops
     self.producer = {g.base(t): i for i, op in enumerate(ops) for t in op.outputs}
+    self.viewed = {t.alias for t in g.tensors if t.alias is not None}
     self.readers: dict[int, list[int]] = {}
     for i, op in enumerate(ops):
       for t in op.inputs:
@@ -90,9 +91,8 @@ class _Finder:
 
   def scratch(self, t: int) -> bool:
     """A gradient the fusion may drop: its own arena buffer, no view of it."""
-    g = self.g
-    return g.base(t) == t and g.tensors[t].storage == "arena" and not any(
-      u.alias == t for u in g.tensors)
+    return (self.g.base(t) == t and self.g.tensors[t].storage == "arena"
+            and t not in self.viewed)
 
   def made_by(self, t: int, name: str) -> int | None:
     i = self.producer.get(self.g.base(t))
