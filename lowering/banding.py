@@ -12,6 +12,7 @@ reader each: a layer on the backward path has its clamp mask or saved input read
 
 from __future__ import annotations
 
+from lowering.bottleneck_bw import pointwise
 from lowering.ir import Graph, Op
 from lowering.kernels import bottleneck_band_bytes
 
@@ -56,9 +57,7 @@ def fuse_bottlenecks(g: Graph, ops: list[Op]) -> list[Op]:
     if _only_reader(g, readers, e) != j or k is None or i in dropped or i in fused:
       continue
     ex, pr = ops[i], ops[k]
-    w3 = g.tensors[pr.inputs[1]].shape
-    if not (_plain(ex, 1) and _plain(pr, 1) and w3[1:3] == (1, 1)
-            and pr.attrs["strides"] == (1, 1) and pr.attrs["padding"] == ((0, 0), (0, 0))
+    if not (_plain(ex, 1) and _plain(pr) and pointwise(g, pr, pr.inputs[1])
             and dw.attrs["x_zero"] == ex.attrs["y_zero"]
             and pr.attrs["x_zero"] == dw.attrs["y_zero"]):
       continue

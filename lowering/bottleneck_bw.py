@@ -20,8 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lowering.ir import Graph, Op
+from lowering.kernels import NO_PADDING
 
-ONE = ((0, 0), (0, 0))
 FUSED = "bottleneck_bw_f32"
 
 
@@ -48,10 +48,10 @@ def trained(op: Op) -> Trained | None:
                  op.inputs[x + 2:-1], op.inputs[-1])
 
 
-def _pointwise(g: Graph, op: Op, weight: int) -> bool:
+def pointwise(g: Graph, op: Op, weight: int) -> bool:
   """A plain 1x1 convolution (or its backward): stride 1, no padding, one group."""
   w = g.tensors[weight].shape
-  return (op.attrs.get("strides") == (1, 1) and op.attrs.get("padding") == ONE
+  return (op.attrs.get("strides") == (1, 1) and op.attrs.get("padding") == NO_PADDING
           and op.attrs.get("groups") == 1 and len(w) == 4 and w[1:3] == (1, 1))
 
 
@@ -120,7 +120,7 @@ class _Finder:
     if pr is None or self.only_reader(ops[rd].inputs[0], "requant_bw_f32") != rd:
       return None
     p = ops[pr]
-    if ("sel_axis" in p.attrs or not _pointwise(g, p, p.inputs[1])
+    if ("sel_axis" in p.attrs or not pointwise(g, p, p.inputs[1])
             or g.tensors[p.inputs[1]].shape[3] != c):
       return None
     bias = {i: 0 for i in self.readers[gd_acc] if i != j}
@@ -130,7 +130,7 @@ class _Finder:
     ge_acc = ops[re].outputs[0]
     mk = self.made_by(ops[re].inputs[1], "mask_s8")
     fe = None if mk is None else self.made_by(ops[mk].inputs[0], "conv2d_s8")
-    if (fe is None or not self.scratch(ge_acc) or not _pointwise(g, ops[fe], ops[fe].inputs[1])
+    if (fe is None or not self.scratch(ge_acc) or not pointwise(g, ops[fe], ops[fe].inputs[1])
             or g.tensors[ops[fe].inputs[1]].shape[0] != c
             or ops[fe].attrs.get("sel_axis", 3) not in (3, -1)):
       return None
@@ -143,10 +143,10 @@ class _Finder:
       if o.name == "bias_update_i32":
         bias[i] = 1
       elif (o.name == "conv2d_bw_input_f32" and bw is None and o.inputs[1:] == w1
-            and _pointwise(g, o, o.inputs[1])):
+            and pointwise(g, o, o.inputs[1])):
         bw = i
       elif (o.name == "conv2d_update_s8" and up is None and o.attrs["kind"] == "weight"
-            and o.inputs[2] == w1[1 if len(w1) == 3 else 0] and _pointwise(g, o, o.inputs[2])):
+            and o.inputs[2] == w1[1 if len(w1) == 3 else 0] and pointwise(g, o, o.inputs[2])):
         up = i
       else:
         return None

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from lowering import kernels as K
-from lowering.bottleneck_bw import ONE, trained
+from lowering.bottleneck_bw import trained
 from lowering.ir import NUMPY, Graph, Op
 
 Env = dict[int, np.ndarray]
@@ -115,7 +115,7 @@ def _bottleneck(ex: Executor, op: Op) -> None:
                                          ("strides", "padding", "x_zero", "y_zero", "lo", "hi")}}
   depthwise = {"w": w2, "b": b2, "m": m2, "x_zero": a["e_y_zero"],
                **{k: a["d_" + k] for k in ("strides", "padding", "y_zero", "lo", "hi")}}
-  project = {"w": w3, "b": b3, "m": m3, "strides": (1, 1), "padding": ((0, 0), (0, 0)),
+  project = {"w": w3, "b": b3, "m": m3, "strides": (1, 1), "padding": K.NO_PADDING,
              "x_zero": a["d_y_zero"], **{k: a["p_" + k] for k in ("y_zero", "lo", "hi")}}
   ex.set(op.outputs[0], K.bottleneck(x, expand, depthwise, project, ex.get(op.outputs[1])))
 
@@ -219,7 +219,7 @@ def _bottleneck_bw(ex: Executor, op: Op) -> None:
     x = ex.get(t.x)
 
     def on_channel(c: int, ge: np.ndarray) -> None:
-      grad = K.conv2d_bw_weight(ge, x, (1, 1), ONE, 1, a["x_zero"], (1, 1))
+      grad = K.conv2d_bw_weight(ge, x, (1, 1), K.NO_PADDING, 1, a["x_zero"], (1, 1))
       _step(ex, a["pid"], t.p, t.inv, t.slots, t.step, grad, row=c)
 
   depthwise = {"w": w2, "strides": a["d_strides"], "padding": a["d_padding"],

@@ -26,6 +26,7 @@ INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 Pair = tuple[int, int]
 Padding = tuple[Pair, Pair]
+NO_PADDING: Padding = ((0, 0), (0, 0))
 
 
 # --- argument checks -------------------------------------------------------------------
@@ -606,26 +607,25 @@ def bottleneck_bw(g_acc: np.ndarray, project: dict, depthwise: dict, expand: dic
   if gx is not None and gx.shape != (*ye.shape[:3], w1.shape[3]):
     raise ValueError(f"bottleneck_bw: gx {gx.shape} is not the block input's gradient")
 
-  def per_channel(m, k):
-    m = _multiplier(m)
+  def per_channel(m):  # channel k's multiplier: m_k[k]
+    m = _multiplier(m).reshape(-1)
     if m.size not in (1, c):
       raise ValueError(f"bottleneck_bw: multiplier shape {m.shape}, {c} channels")
-    return m.reshape(-1)[k if m.size == c else 0]
+    return np.broadcast_to(m, (c,))
+
+  m_d, m_e = per_channel(depthwise["m"]), per_channel(expand["m"])
 
   w1f = w1.astype(np.float32)
   gb_d, gb_e = np.zeros(c, np.float32), np.zeros(c, np.float32)
   if gx is not None:
     gx[...] = 0
-  one = ((0, 0), (0, 0))
   for k in range(c):
-    gd = conv2d_bw_input(g, w3[..., k:k + 1], (1, 1), one, 1, (*g.shape[1:3], 1))
-    gd = requant_bw(gd, yd[..., k:k + 1], per_channel(depthwise["m"], k), depthwise["lo"],
-                    depthwise["hi"])
+    gd = conv2d_bw_input(g, w3[..., k:k + 1], (1, 1), NO_PADDING, 1, (*g.shape[1:3], 1))
+    gd = requant_bw(gd, yd[..., k:k + 1], m_d[k], depthwise["lo"], depthwise["hi"])
     gb_d[k] = bias_bw(gd)[0]
     ge = conv2d_bw_input(gd, w2[k:k + 1], depthwise["strides"], depthwise["padding"], 1,
                          in_shape)
-    ge = requant_bw(ge, ye[..., k:k + 1], per_channel(expand["m"], k), expand["lo"],
-                    expand["hi"])
+    ge = requant_bw(ge, ye[..., k:k + 1], m_e[k], expand["lo"], expand["hi"])
     gb_e[k] = bias_bw(ge)[0]
     if gx is not None:
       gx += ge * w1f[k, 0, 0, :]
