@@ -89,6 +89,8 @@ class GraphBuilder:
   shapes: dict[int, tuple[int, ...]] = field(default_factory=dict)
   names: dict[str, int] = field(default_factory=dict)
   where: str = ""  # the layer being interpreted, for error messages
+  # Pending values already emitted, by identity: a value read twice is computed once.
+  _emitted: dict[int, tuple[Sym, Act]] = field(default_factory=dict)
 
   def new_tensor(self, shape: tuple[int, ...]) -> int:
     tid = len(self.shapes)
@@ -116,9 +118,14 @@ class GraphBuilder:
     return UnsupportedError(f"{what} (at layer '{self.where}')")
 
   def materialize(self, v: Sym) -> Act:
-    """Emit the node a pending value stands for."""
+    """Emit the node a pending value stands for (once, however often it is read)."""
     if isinstance(v, Act):
       return v
+    if id(v) not in self._emitted:
+      self._emitted[id(v)] = (v, self._emit_pending(v))  # keeps v alive, so its id is unique
+    return self._emitted[id(v)][1]
+
+  def _emit_pending(self, v: PendingLinear | PendingPool) -> Act:
     if isinstance(v, PendingLinear):
       shape = (-1,) + (1,) * (v.weight.ndim - 1)
       w = (v.weight.astype(np.float64) * v.scale.reshape(shape)).astype(np.float32)
@@ -389,13 +396,26 @@ def _convert(b: GraphBuilder, eqn: JaxprEqn, ins: list) -> Sym:
 # --- the interpreter -----------------------------------------------------------------
 
 
+def _uses(jaxpr: Jaxpr) -> dict:
+  uses: dict = {}
+  for v in [*(v for e in jaxpr.eqns for v in e.invars), *jaxpr.outvars]:
+    if not isinstance(v, Literal):
+      uses[v] = uses.get(v, 0) + 1
+  return uses
+
+
 def _eval(b: GraphBuilder, jaxpr: Jaxpr, consts: list, args: list) -> list:
   env: dict = {}
+  uses = _uses(jaxpr)
 
   def read(v):
     return np.asarray(v.val) if isinstance(v, Literal) else env[v]
 
   def write(v, val):
+    # A conv/dense or pool output with several readers is one tensor of the graph: folding a
+    # later affine op into it would give each reader its own copy of the layer.
+    if isinstance(val, PendingLinear | PendingPool) and uses.get(v, 0) > 1:
+      val = b.materialize(val)
     env[v] = val
 
   for v, val in zip(jaxpr.constvars, consts, strict=True):

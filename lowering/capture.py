@@ -64,7 +64,7 @@ def _inline(jaxpr: core.Jaxpr, consts: list, args: list[Ref], out: FlatProgram) 
 
   def read(v: Any) -> Ref:
     if isinstance(v, core.Literal):
-      return Ref(v.aval, np.asarray(v.val))
+      return Ref(v.aval, np.asarray(v.val, dtype=v.aval.dtype))
     return env[v]
 
   for v, c in zip(jaxpr.constvars, consts, strict=True):

@@ -24,7 +24,7 @@ import numpy as np
 from jaxtiny.errors import UnsupportedError
 from jaxtiny.registry import registrar
 from lowering.capture import Eqn, FlatProgram, Ref
-from lowering.ir import Graph, Op, dtype_of
+from lowering.ir import Graph, Op, device_dtype, dtype_of
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,10 @@ class Lowerer:
     if ref.value is None:
       raise self.error("this operand must be a constant of the step")
     a = np.asarray(ref.value)
-    dt = dtype or dtype_of(a.dtype)
+    try:
+      dt = dtype or device_dtype(a)
+    except TypeError as e:
+      raise self.error(str(e)) from None
     key = (id(ref), dt)
     if key not in self._consts:
       if dt in ("i8", "i32") and a.dtype.kind == "f":
@@ -101,6 +104,21 @@ class Lowerer:
       raise self.error(f"a {type(v).__name__} cannot be used here")
     if dtype is not None and self.g.tensors[v].dtype != dtype:
       raise self.error(f"expected a {dtype} operand, got {self.g.tensors[v].dtype}")
+    return v
+
+  def view(self, ref: Ref, x: int) -> int:
+    """`ref` as a reshape of tensor x: an alias of its bytes (a constant is reshaped, a
+    state tensor copied, since neither has bytes an alias may share)."""
+    base = self.g.tensors[self.g.base(x)]
+    t = self.g.tensors[x]
+    if base.storage == "const":  # constants are never aliased, so x is base
+      v = self.g.const(f"const{len(self.g.tensors)}", base.data.reshape(ref.shape), t.dtype)
+    elif base.storage == "state":
+      v = self.new(ref, t.dtype, "view")
+      self.emit("copy", [x], [v])
+    else:
+      v = self.g.add(f"view{len(self.g.tensors)}", ref.shape, t.dtype, base.storage, alias=x)
+    self.bind(ref, v)
     return v
 
   def new(self, ref: Ref, dtype: str, name: str = "t") -> int:
@@ -249,10 +267,7 @@ def _concat(lw: Lowerer, e: Eqn) -> None:
 
 @rule("jt_qreshape")
 def _reshape(lw: Lowerer, e: Eqn) -> None:
-  x = lw.tensor(e.inputs[0])
-  out = e.outputs[0]
-  lw.bind(out, lw.g.add(f"view{len(lw.g.tensors)}", out.shape, lw.g.tensors[x].dtype,
-                        alias=x))
+  lw.view(e.outputs[0], lw.tensor(e.inputs[0]))
 
 
 # --- backward -------------------------------------------------------------------------------
@@ -310,6 +325,9 @@ def _update(lw: Lowerer, e: Eqn) -> None:
     lw.emit(grad.op, [grad.g, grad.x, p, *common], [p, *state], **grad.attrs, **attrs)
   elif isinstance(grad, BiasGrad):
     lw.emit("bias_update_i32", [grad.g, p, *common], [p, *state], **attrs)
+  elif isinstance(grad, int) and lw.g.tensors[grad].storage == "const":
+    raise lw.error("the loss does not depend on the model's output (its gradient is a "
+                   "constant): check that loss_fn uses its logits argument")
   else:
     raise lw.error("an update's gradient must come straight from a weight or bias "
                    "gradient op")
@@ -358,10 +376,11 @@ def _concat_bw(lw: Lowerer, e: Eqn) -> None:
 # --- the loss: small float32 / int32 ops -----------------------------------------------------
 
 _UNARY = {"neg": "neg", "exp": "exp", "log": "log", "floor": "floor", "not": "not",
-          "sqrt": "sqrt"}
+          "sqrt": "sqrt", "abs": "abs", "sign": "sign", "log1p": "log1p", "expm1": "expm1",
+          "logistic": "logistic", "is_finite": "is_finite", "tanh": "tanh", "ceil": "ceil"}
 _BINARY = {"add": "add", "add_any": "add", "sub": "sub", "mul": "mul", "div": "div",
            "max": "max", "min": "min", "lt": "lt", "gt": "gt", "le": "le", "ge": "ge",
-           "eq": "eq", "ne": "ne", "and": "and", "or": "or"}
+           "eq": "eq", "ne": "ne", "and": "and", "or": "or", "pow": "pow"}
 
 
 def _dt(ref: Ref) -> str:
@@ -392,6 +411,48 @@ def _binary(lw: Lowerer, e: Eqn) -> None:
   lw.emit("binary", [_small(lw, a), _small(lw, b)], [out], fn=_BINARY[e.prim])
 
 
+def _binary_op(lw: Lowerer, fn: str, a: int, b: int, ref: Ref) -> int:
+  """`fn(a, b)` into a new tensor shaped like `ref` (bound to it)."""
+  out = lw.new(ref, lw.g.tensors[a].dtype)
+  lw.emit("binary", [a, b], [out], fn=fn)
+  return out
+
+
+@rule("square")
+def _square(lw: Lowerer, e: Eqn) -> None:
+  x = _small(lw, e.inputs[0])
+  _binary_op(lw, "mul", x, x, e.outputs[0])
+
+
+@rule("integer_pow")
+def _integer_pow(lw: Lowerer, e: Eqn) -> None:
+  """x ** n by square-and-multiply (XLA's order of multiplications); 1 / x ** -n below 0."""
+  x, n = _small(lw, e.inputs[0]), int(e.params["y"])
+  out = e.outputs[0]
+  dt = lw.g.tensors[x].dtype
+  if n == 0:
+    one = lw.g.const(f"const{len(lw.g.tensors)}", np.ones(out.shape), dt)
+    lw.bind(out, one)
+    return
+  acc, base, k = None, x, abs(n)
+  while k:
+    if k & 1:
+      acc = base if acc is None else _binary_op(lw, "mul", acc, base, out)
+    k >>= 1
+    if k:
+      base = _binary_op(lw, "mul", base, base, out)
+  if n < 0:
+    one = lw.g.const(f"const{len(lw.g.tensors)}", np.ones(()), dt)
+    acc = _binary_op(lw, "div", one, acc, out)
+  lw.bind(out, acc)
+
+
+@rule("clamp")
+def _clamp(lw: Lowerer, e: Eqn) -> None:
+  lo, x, hi = (_small(lw, r) for r in e.inputs)
+  _binary_op(lw, "min", _binary_op(lw, "max", x, lo, e.outputs[0]), hi, e.outputs[0])
+
+
 @rule("stop_gradient")
 def _identity(lw: Lowerer, e: Eqn) -> None:
   lw.bind(e.outputs[0], lw.value(e.inputs[0]))
@@ -410,10 +471,8 @@ def _convert(lw: Lowerer, e: Eqn) -> None:
 
 @rule("reshape", "squeeze", "expand_dims")
 def _view(lw: Lowerer, e: Eqn) -> None:
-  x = _small(lw, e.inputs[0])
-  out = e.outputs[0]
-  lw.bind(out, lw.g.add(f"view{len(lw.g.tensors)}", out.shape, lw.g.tensors[x].dtype,
-                        alias=x))
+  # An int8 tensor stays int8 (the model input of a 1-D model is reshaped to H = 1).
+  lw.view(e.outputs[0], lw.tensor(e.inputs[0]))
 
 
 @rule("broadcast_in_dim")
@@ -423,7 +482,7 @@ def _broadcast(lw: Lowerer, e: Eqn) -> None:
   lw.emit("broadcast", [x], [out], dims=tuple(int(d) for d in e.params["broadcast_dimensions"]))
 
 
-@rule("reduce_sum", "reduce_max")
+@rule("reduce_sum", "reduce_max", "reduce_min")
 def _reduce(lw: Lowerer, e: Eqn) -> None:
   x = _small(lw, e.inputs[0])
   out = lw.new(e.outputs[0], lw.g.tensors[x].dtype)
@@ -449,7 +508,7 @@ def _iota(lw: Lowerer, e: Eqn) -> None:
 def _last_axis_pattern(lw: Lowerer, operand: Ref, idx: Ref, window: tuple, collapsed: tuple,
                        index_map: tuple) -> None:
   n = len(operand.shape)
-  if (collapsed != (n - 1,) or index_map != (n - 1,) or idx.shape[-1] != 1
+  if (collapsed != (n - 1,) or index_map != (n - 1,) or int(np.prod(idx.shape)) != 1
           or tuple(window) != tuple(range(n - 1))):
     raise lw.error("only take_along_axis on the last axis (the label pick of a loss) is "
                    "supported")

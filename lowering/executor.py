@@ -330,12 +330,19 @@ def _bias_update(ex: Executor, op: Op) -> None:
 
 # --- small ops of the loss ------------------------------------------------------------------
 
+def _logistic(x: np.ndarray) -> np.ndarray:
+  one = np.float32(1)
+  return one / (one + np.exp(-x))
+
+
 _UNARY = {"neg": np.negative, "exp": np.exp, "log": np.log, "floor": np.floor,
-          "not": np.logical_not, "sqrt": np.sqrt}
+          "not": np.logical_not, "sqrt": np.sqrt, "abs": np.abs, "sign": np.sign,
+          "log1p": np.log1p, "expm1": np.expm1, "logistic": _logistic,
+          "is_finite": np.isfinite, "tanh": np.tanh, "ceil": np.ceil}
 _BINARY = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide,
            "max": np.maximum, "min": np.minimum, "lt": np.less, "gt": np.greater,
            "le": np.less_equal, "ge": np.greater_equal, "eq": np.equal, "ne": np.not_equal,
-           "and": np.logical_and, "or": np.logical_or}
+           "and": np.logical_and, "or": np.logical_or, "pow": np.power}
 
 
 def _out(ex: Executor, op: Op, value: np.ndarray) -> None:
@@ -350,7 +357,8 @@ def _cast(ex: Executor, op: Op) -> None:
 
 @kernel("unary")
 def _unary(ex: Executor, op: Op) -> None:
-  _out(ex, op, _UNARY[op.attrs["fn"]](ex.get(op.inputs[0])))
+  with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+    _out(ex, op, _UNARY[op.attrs["fn"]](ex.get(op.inputs[0])))
 
 
 @kernel("binary")
@@ -372,7 +380,7 @@ def _reduce(ex: Executor, op: Op) -> None:
   if op.attrs["fn"] == "sum":
     _out(ex, op, np.sum(x, axis=op.attrs["axes"], dtype=x.dtype))
   else:
-    _out(ex, op, np.max(x, axis=op.attrs["axes"]))
+    _out(ex, op, (np.max if op.attrs["fn"] == "max" else np.min)(x, axis=op.attrs["axes"]))
 
 
 @kernel("broadcast")
@@ -394,16 +402,24 @@ def _iota(ex: Executor, op: Op) -> None:
   _out(ex, op, np.broadcast_to(np.arange(t.shape[ax]).reshape(shape), t.shape))
 
 
+def _last_axis_index(ex: Executor, op: Op) -> tuple[np.ndarray, int | None]:
+  """x and the one index of a take/scatter on its last axis (None when out of range)."""
+  x, idx = ex.get(op.inputs[0]), ex.get(op.inputs[1])
+  i = int(idx.reshape(-1)[0])
+  return x, i if 0 <= i < x.shape[-1] else None
+
+
 @kernel("take_last")
 def _take_last(ex: Executor, op: Op) -> None:
-  x, idx = ex.get(op.inputs[0]), ex.get(op.inputs[1])
-  _out(ex, op, np.take_along_axis(x, idx.astype(np.int64), axis=-1))
+  x, i = _last_axis_index(ex, op)
+  # Out of range: NaN, as JAX's gather in FILL_OR_DROP mode.
+  _out(ex, op, x[..., i] if i is not None else np.full(x.shape[:-1], np.nan, x.dtype))
 
 
 @kernel("scatter_add_last")
 def _scatter_add_last(ex: Executor, op: Op) -> None:
-  x, idx, v = (ex.get(i) for i in op.inputs)
+  x, i = _last_axis_index(ex, op)
   y = x.copy()
-  np.put_along_axis(y, idx.astype(np.int64),
-                    np.take_along_axis(y, idx.astype(np.int64), axis=-1) + v, axis=-1)
+  if i is not None:  # out of range: dropped, as JAX's scatter in FILL_OR_DROP mode
+    y[..., i] += ex.get(op.inputs[2]).reshape(x.shape[:-1])
   _out(ex, op, y)

@@ -30,6 +30,27 @@ def dtype_of(a: np.dtype) -> str:
   raise TypeError(f"no device dtype for {a}")
 
 
+def device_dtype(a: np.ndarray) -> str:
+  """The device dtype a constant is stored in: its own, or the 32-bit one of its kind when
+  every value fits (a Python int literal arrives as int64, a numpy float as float64)."""
+  a = np.asarray(a)
+  if a.dtype.kind == "b":
+    return "bool"
+  if a.dtype.kind in "iu":
+    if a.dtype in (np.int8, np.uint32):
+      return dtype_of(a.dtype)
+    if a.size == 0 or (a.min() >= np.iinfo(np.int32).min and a.max() <= np.iinfo(np.int32).max):
+      return "i32"
+    raise TypeError(f"an integer constant of {a.dtype} with values up to {a.max()} does not "
+                    "fit the device's int32")
+  if a.dtype.kind == "f":
+    with np.errstate(over="ignore"):
+      if np.all(np.isfinite(a.astype(np.float32)) == np.isfinite(a)):
+        return "f32"
+    raise TypeError(f"a {a.dtype} constant overflows the device's float32")
+  raise TypeError(f"no device dtype for {a.dtype} constants")
+
+
 @dataclass
 class Tensor:
   id: int

@@ -121,29 +121,33 @@ OPS: tuple[OpDef, ...] = (
   # --- small float32 / int32 ops of the loss ---------------------------------------------
   OpDef(32, "cast", ("x",), ("y",), (), "value conversion to the output dtype"),
   OpDef(33, "unary", ("x",), ("y",), _schema("fn:enum:unary"),
-        "neg / exp / log / floor / not / sqrt, elementwise"),
+        "neg / exp / log / floor / not / sqrt / abs / sign / log1p / expm1 / logistic / "
+        "is_finite / tanh / ceil, elementwise"),
   OpDef(34, "binary", ("a", "b"), ("y",), _schema("fn:enum:binary"),
-        "add / sub / mul / div / max / min / lt / gt / le / ge / eq / ne / and / or; a "
-        "scalar operand broadcasts"),
+        "add / sub / mul / div / max / min / lt / gt / le / ge / eq / ne / and / or / pow; "
+        "a scalar operand broadcasts"),
   OpDef(35, "select", ("pred", "a", "b"), ("y",), (), "pred ? b : a (jax select_n)"),
   OpDef(36, "reduce", ("x",), ("y",), _schema("fn:enum:reduce axes:i32[]"),
-        "sum / max over the listed axes"),
+        "sum / max / min over the listed axes"),
   OpDef(37, "broadcast", ("x",), ("y",), _schema("dims:i32[]"),
         "broadcast_in_dim: x's axis i maps to output axis dims[i]"),
   OpDef(38, "iota", (), ("y",), _schema("axis"), "index along an axis"),
-  OpDef(39, "take_last", ("x", "idx"), ("y",), (), "y[..., 0] = x[..., idx] (take_along_axis)"),
+  OpDef(39, "take_last", ("x", "idx"), ("y",), (),
+        "y = x[..., idx], idx one index (take_along_axis at batch 1); NaN when out of range"),
   OpDef(40, "scatter_add_last", ("x", "idx", "v"), ("y",), (),
-        "y = x; y[..., idx] += v[..., 0]"),
+        "y = x; y[..., idx] += v, idx one index; dropped when out of range"),
 )
 
 BY_NAME = {op.name: op for op in OPS}
 BY_ID = {op.id: op for op in OPS}
 LAST_USED_ID = 41  # the next opcode takes 42; a retired id is never reused
 
-UNARY = ("neg", "exp", "log", "floor", "not", "sqrt")
+# The small ops' functions: new ones are appended (the blob stores the index).
+UNARY = ("neg", "exp", "log", "floor", "not", "sqrt", "abs", "sign", "log1p", "expm1",
+         "logistic", "is_finite", "tanh", "ceil")
 BINARY = ("add", "sub", "mul", "div", "max", "min", "lt", "gt", "le", "ge", "eq", "ne",
-          "and", "or")
-REDUCE = ("sum", "max")
+          "and", "or", "pow")
+REDUCE = ("sum", "max", "min")
 DTYPES = ("i8", "i32", "f32", "bit", "bool", "u32")  # bit: packed masks, 8 per byte
 KINDS = ("weight", "bias")  # what an update op trains
 ENUMS = {"unary": UNARY, "binary": BINARY, "reduce": REDUCE, "kind": KINDS}

@@ -63,21 +63,21 @@ typedef enum {
                                        /*   g w3 mask_d m_d w2 mask_e m_e w1 w1_sel? sel? x? inv? state* step? -> scratch gb_d gb_e gx? w1? state* | d_strides:i32x2@0 d_padding:pad4@2 gx:bool@6 sel_axis?:i32@7 pid?:i32@9 x_zero?:i32@11 */
   JT_OP_CAST = 32,                     /* value conversion to the output dtype */
                                        /*   x -> y | - */
-  JT_OP_UNARY = 33,                    /* neg / exp / log / floor / not / sqrt, elementwise */
+  JT_OP_UNARY = 33,                    /* neg / exp / log / floor / not / sqrt / abs / sign / log1p / expm1 / logistic / is_finite / tanh / ceil, elementwise */
                                        /*   x -> y | fn:enum:unary@0 */
-  JT_OP_BINARY = 34,                   /* add / sub / mul / div / max / min / lt / gt / le / ge / eq / ne / and / or; a scalar operand broadcasts */
+  JT_OP_BINARY = 34,                   /* add / sub / mul / div / max / min / lt / gt / le / ge / eq / ne / and / or / pow; a scalar operand broadcasts */
                                        /*   a b -> y | fn:enum:binary@0 */
   JT_OP_SELECT = 35,                   /* pred ? b : a (jax select_n) */
                                        /*   pred a b -> y | - */
-  JT_OP_REDUCE = 36,                   /* sum / max over the listed axes */
+  JT_OP_REDUCE = 36,                   /* sum / max / min over the listed axes */
                                        /*   x -> y | fn:enum:reduce@0 axes:i32[]@1 */
   JT_OP_BROADCAST = 37,                /* broadcast_in_dim: x's axis i maps to output axis dims[i] */
                                        /*   x -> y | dims:i32[]@0 */
   JT_OP_IOTA = 38,                     /* index along an axis */
                                        /*   - -> y | axis:i32@0 */
-  JT_OP_TAKE_LAST = 39,                /* y[..., 0] = x[..., idx] (take_along_axis) */
+  JT_OP_TAKE_LAST = 39,                /* y = x[..., idx], idx one index (take_along_axis at batch 1); NaN when out of range */
                                        /*   x idx -> y | - */
-  JT_OP_SCATTER_ADD_LAST = 40,         /* y = x; y[..., idx] += v[..., 0] */
+  JT_OP_SCATTER_ADD_LAST = 40,         /* y = x; y[..., idx] += v, idx one index; dropped when out of range */
                                        /*   x idx v -> y | - */
 } jt_opcode;
 
@@ -88,6 +88,14 @@ typedef enum {
   JT_UNARY_FLOOR = 3,
   JT_UNARY_NOT = 4,
   JT_UNARY_SQRT = 5,
+  JT_UNARY_ABS = 6,
+  JT_UNARY_SIGN = 7,
+  JT_UNARY_LOG1P = 8,
+  JT_UNARY_EXPM1 = 9,
+  JT_UNARY_LOGISTIC = 10,
+  JT_UNARY_IS_FINITE = 11,
+  JT_UNARY_TANH = 12,
+  JT_UNARY_CEIL = 13,
 } jt_unary_fn;
 
 typedef enum {
@@ -105,11 +113,13 @@ typedef enum {
   JT_BINARY_NE = 11,
   JT_BINARY_AND = 12,
   JT_BINARY_OR = 13,
+  JT_BINARY_POW = 14,
 } jt_binary_fn;
 
 typedef enum {
   JT_REDUCE_SUM = 0,
   JT_REDUCE_MAX = 1,
+  JT_REDUCE_MIN = 2,
 } jt_reduce_fn;
 
 typedef enum {
