@@ -90,7 +90,7 @@ TASKS = {"digits": digits_transfer, "faces": faces, "motions": motions}
 # --- training one scheme ------------------------------------------------------------------
 
 
-def int8_accuracy(task: Task, *, optimizer: jt.optim.Optimizer, qas: bool = True,
+def int8_accuracy(task: Task, *, optimizer: jt.optim.Optimizer | None, qas: bool = True,
                   rounding: str = "stochastic", seed: int = 0,
                   update: jt.SparseUpdate | None = None) -> float:
   return train_and_evaluate(task.qm, update or task.update, task.train, task.test,

@@ -6,9 +6,15 @@ device arithmetic lives in `jaxtiny.primitives` (JAX) and `lowering.kernels` (nu
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
+
+
+class QuantizationWarning(UserWarning):
+  """A value that int8 / int32 quantization cannot represent as asked."""
+
 
 INT8_MIN, INT8_MAX = -128, 127
 WEIGHT_MAX = 127  # weights are symmetric: q in [-127, 127]
@@ -55,10 +61,25 @@ def qparams_from_range(lo: float, hi: float) -> QParams:
   return QParams(scale, zero)
 
 
-def weight_scales(w: np.ndarray) -> np.ndarray:
-  """Symmetric per-output-channel scales (axis 0 is the output channel), float32."""
+# A quantized bias is kept within about half the int32 range (the float32 weight scale
+# rounds), leaving room for training updates.
+BIAS_LIMIT = 2**30
+
+
+def weight_scales(w: np.ndarray, bias: np.ndarray | None = None,
+                  x_scale: float | None = None) -> np.ndarray:
+  """Symmetric per-output-channel scales (axis 0 is the output channel), float32.
+
+  With the bias and the input scale: a channel whose weights are tiny beside its bias (a
+  BatchNorm gamma near 0 folded in) gets the scale floor |b| / (x_scale * BIAS_LIMIT), so
+  its int32 bias `b / (x_scale * s_w)` fits instead of saturating; its weights then use
+  fewer int8 levels, which for such a channel carry almost nothing.
+  """
   amax = np.abs(w.reshape(w.shape[0], -1)).max(axis=1).astype(np.float64)
-  scales = np.where(amax > 0, amax / WEIGHT_MAX, 1.0)
+  scales = amax / WEIGHT_MAX
+  if bias is not None:
+    scales = np.maximum(scales, np.abs(bias.astype(np.float64)) / (x_scale * BIAS_LIMIT))
+  scales = np.where(scales > 0, scales, 1.0)
   return scales.astype(np.float32)
 
 
@@ -68,8 +89,16 @@ def quantize_weight(w: np.ndarray, scales: np.ndarray) -> np.ndarray:
   return np.clip(q, -WEIGHT_MAX, WEIGHT_MAX).astype(np.int8)
 
 
-def quantize_bias(b: np.ndarray, x_scale: float, w_scales: np.ndarray) -> np.ndarray:
+def quantize_bias(b: np.ndarray, x_scale: float, w_scales: np.ndarray,
+                  layer: str = "") -> np.ndarray:
+  """int32 bias with scale x_scale * w_scales[c]; a value outside int32 saturates, with a
+  warning naming the layer and the channels (never silently)."""
   q = np.rint(b.astype(np.float64) / (x_scale * w_scales.astype(np.float64)))
+  clipped = np.flatnonzero((q < INT32_MIN) | (q > INT32_MAX))
+  if clipped.size:
+    warnings.warn(f"layer '{layer}': the int32 bias of channel(s) {clipped.tolist()[:8]} "
+                  "saturates; those channels' outputs are off (their weight scale is too "
+                  "small for their bias)", QuantizationWarning, stacklevel=2)
   return np.clip(q, INT32_MIN, INT32_MAX).astype(np.int32)
 
 

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend.core import Primitive
 
+from jaxtiny.errors import InputError
 from jaxtiny.numerics import WEIGHT_MAX
 from jaxtiny.primitives import F32, I32, check_carriers, register, sat_add, shaped
 
@@ -46,25 +47,45 @@ class Schedule:
             ).astype(F32)
 
 
+def _rate(value: Any, what: str, zero_ok: bool = False) -> float:
+  """A learning rate: a finite number > 0 (>= 0 where `zero_ok`)."""
+  if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
+    raise InputError(f"{what} must be a number, got {type(value).__name__} {value!r}")
+  v = float(value)
+  if not math.isfinite(v) or v < 0 or (v == 0 and not zero_ok):
+    raise InputError(f"{what} must be a finite number {'>=' if zero_ok else '>'} 0, got {v}"
+                     " (a typical rate at batch 1 is 0.001-0.05; see docs/training.md)")
+  return v
+
+
 def constant(lr: float) -> Schedule:
   """A constant learning rate."""
-  return Schedule("constant", float(lr))
+  return Schedule("constant", _rate(lr, "the learning rate"))
 
 
 def cosine(lr: float, steps: int, final: float = 0.0) -> Schedule:
   """Cosine decay from `lr` to `final` over `steps` steps, then `final`."""
-  if steps <= 0:
-    raise ValueError(f"cosine schedule needs steps > 0, got {steps}")
-  return Schedule("cosine", float(lr), int(steps), float(final))
+  if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps <= 0:
+    raise InputError(f"cosine schedule needs an integer steps > 0, got {steps!r}")
+  return Schedule("cosine", _rate(lr, "the peak learning rate"), int(steps),
+                  _rate(final, "the final learning rate", zero_ok=True))
 
 
 def _schedule(lr: float | Schedule) -> Schedule:
   if isinstance(lr, Schedule):
     return lr
   if callable(lr):
-    raise TypeError("a learning rate must be a number, jt.constant(...) or jt.cosine(...): "
-                    "the device runs the schedule, so it must be one it knows")
-  return constant(float(lr))
+    raise InputError("a learning rate must be a number, jt.constant(...) or jt.cosine(...), "
+                     f"not {type(lr).__name__} (an optax schedule?): the device runs the "
+                     "schedule, so it must be one it knows")
+  return constant(lr)
+
+
+def _fraction(value: Any, what: str) -> float:
+  v = _rate(value, what, zero_ok=True)
+  if v >= 1:
+    raise InputError(f"{what} must lie in [0, 1), got {v}")
+  return v
 
 
 @dataclass(frozen=True)
@@ -117,14 +138,18 @@ class Optimizer:
 
 
 def sgd(lr: float | Schedule, momentum: float = 0.0) -> Optimizer:
-  """SGD (the paper's choice at batch 1: no momentum); momentum costs 4 bytes/element."""
-  return Optimizer("sgd", _schedule(lr), momentum=float(momentum))
+  """SGD (the paper's choice at batch 1: no momentum); momentum costs 4 bytes/element.
+
+  With momentum the step is `lr * m`, m summing gradients with weight `momentum`, so its
+  size is about `lr / (1 - momentum)`: divide the rate of plain SGD by 10 for 0.9."""
+  return Optimizer("sgd", _schedule(lr), momentum=_fraction(momentum, "momentum"))
 
 
 def adam(lr: float | Schedule, b1: float = 0.9, b2: float = 0.999,
          eps: float = 1e-8) -> Optimizer:
   """Adam; its two moments cost 8 bytes per trained element."""
-  return Optimizer("adam", _schedule(lr), b1=float(b1), b2=float(b2), eps=float(eps))
+  return Optimizer("adam", _schedule(lr), b1=_fraction(b1, "b1"), b2=_fraction(b2, "b2"),
+                   eps=_rate(eps, "eps"))
 
 
 # --- rounding ---------------------------------------------------------------------------

@@ -244,7 +244,9 @@ class QModel:
 
   @property
   def layers(self) -> list[Node]:
-    """Conv/dense nodes in network order; `layers[i].index == i`, the classifier last."""
+    """Conv/dense nodes in network order, the classifier included as the last one:
+    `layers[i].index == i` below `num_layers`, and the classifier's index is None (sparse
+    update indices exclude it; `layer(i)` looks a layer up by index)."""
     return [n for n in self.nodes if n.op in LINEAR_OPS]
 
   @property

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxtiny.errors import InputError, UnsupportedError
+from jaxtiny.errors import InputError, JaxtinyError, UnsupportedError
 from jaxtiny.graph import Node, assign_layer_indices, consumers
 from jaxtiny.numerics import (
   QParams,
@@ -187,9 +187,9 @@ def quantize_graph(nodes: list[Node], shapes: dict, input_id: int, output_id: in
       attrs["lo"], attrs["hi"] = clamp_bounds(y, a["act_lo"], a["act_hi"])
     if n.op in ("conv2d", "dense"):
       w = n.arrays["weight"]
-      s_w = weight_scales(w)
+      s_w = weight_scales(w, n.arrays["bias"], x.scale)
       params[n.name] = {"weight": quantize_weight(w, s_w),
-                        "bias": quantize_bias(n.arrays["bias"], x.scale, s_w)}
+                        "bias": quantize_bias(n.arrays["bias"], x.scale, s_w, n.name)}
       arrays = {"multiplier": multiplier(x.scale * s_w.astype(np.float64) / y.scale),
                 "w_scale": s_w}
       if n.op == "conv2d":
@@ -256,7 +256,16 @@ def quantize(module: Any, variables: Any, calib_inputs: Any, *, batch_size: int 
   # Trace with a batch of 2 so a reshape that keeps the batch axis is told apart from one
   # that folds it.
   example = np.concatenate([calib[:1], calib[:1]]).astype(np.float32)
-  b, input_id, output_id = trace_float_graph(fn, example)
+  try:
+    b, input_id, output_id = trace_float_graph(fn, example)
+  except JaxtinyError:
+    raise
+  except Exception as e:
+    raise InputError(
+      f"quantize: calling the model on a batch of calib_inputs (each of shape "
+      f"{tuple(calib.shape[1:])}) failed with {type(e).__name__}: {e}\ncalib_inputs must be a "
+      "batch (N, ...) in the model's input layout (NHWC images, (N, L, C) signals, (N, K) "
+      "features): one example needs a batch axis, x[None]") from e
   nodes = fuse_clamps(b.nodes, output_id)
   batches = (calib[i:i + batch_size] for i in range(0, len(calib), batch_size))
   ranges = calibrate(nodes, b.shapes, input_id, batches)

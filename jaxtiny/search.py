@@ -20,7 +20,7 @@ import numpy as np
 from jaxtiny.optim import Optimizer, sgd
 from jaxtiny.qmodel import QModel
 from jaxtiny.sparse import RATIOS, SparseUpdate, update_cost
-from jaxtiny.train import LossFn, softmax_cross_entropy, tiny_train
+from jaxtiny.train import DEFAULT_LR, DEFAULT_ROUNDING, LossFn, softmax_cross_entropy, tiny_train
 
 Data = tuple[np.ndarray, np.ndarray]
 
@@ -52,10 +52,12 @@ def prefix_outputs(prefix: QModel | None, x: np.ndarray, batch: int = 256) -> np
 
 
 def train_and_evaluate(qm: QModel, update: SparseUpdate, train: Data, val: Data, *,
-                       optimizer: Optimizer, loss_fn: LossFn = softmax_cross_entropy,
-                       epochs: int = 3, batch_size: int = 1, seed: int = 0,
-                       rounding: str = "stochastic", qas: bool = True) -> float:
-  """Validation accuracy after training `update` for `epochs` on `train` (int8 inputs)."""
+                       optimizer: Optimizer | None = None,
+                       loss_fn: LossFn = softmax_cross_entropy, epochs: int = 3,
+                       batch_size: int = 1, seed: int = 0,
+                       rounding: str = DEFAULT_ROUNDING, qas: bool = True) -> float:
+  """Validation accuracy after training `update` for `epochs` on `train` (int8 inputs);
+  optimizer None: `tiny_train`'s default."""
   trainer = tiny_train(qm, optimizer=optimizer, update=update, qas=qas, rounding=rounding,
                        seed=seed)(loss_fn)
   state = trainer.init()
@@ -237,7 +239,7 @@ def search_scheme(qm: QModel, train: Data, val: Data, budget_bytes: int, *,
   updates (default: the last 12); bias_grid: the k of bias_last to measure (default: 0,
   then steps of about an eighth of the network).
   """
-  opt = optimizer if optimizer is not None else sgd(0.05)
+  opt = optimizer if optimizer is not None else sgd(DEFAULT_LR)
   n = qm.num_layers
   if layers is None:
     layers = list(range(max(0, n - 12), n))

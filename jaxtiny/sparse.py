@@ -20,8 +20,9 @@ RATIOS = (0.125, 0.25, 0.5, 1.0)
 class SparseUpdate:
   """A sparse-update scheme.
 
-  bias_last: the biases of the last k layers train (layer indices as in DESIGN.md: conv and
-  dense layers in order from 0, the classifier excluded; the classifier always trains).
+  bias_last: the biases of the last k layers train. Layer indices count the conv and dense
+  layers in network order from 0, the classifier excluded (the idx column of
+  `qm.summary()`, `qm.layer(i)`); the classifier always trains.
   weights: {layer index: ratio}: that layer's weights train on a fraction of its input
   channels (a depthwise layer: of its channels), chosen by `select` at compile time.
   weights_last: the whole weights of the last k layers train (a full last-k update).

@@ -70,6 +70,11 @@ class PendingPool:
 Sym = Act | PendingLinear | PendingPool
 
 
+def batch_shape(shape: tuple[int, ...]) -> str:
+  """A jaxpr activation shape as the user sees it: the trace's batch axis shown as N."""
+  return "(" + ", ".join(["N", *map(str, shape[1:])]) + ")" if shape else "()"
+
+
 def internal_shape(shape: tuple[int, ...], where: str) -> tuple[int, ...]:
   """jaxpr activation shape -> graph shape: NHWC, (N, L, C) as (1, L, C), (N, K) as (K,)."""
   if len(shape) == 4:
@@ -78,7 +83,7 @@ def internal_shape(shape: tuple[int, ...], where: str) -> tuple[int, ...]:
     return (1, *shape[1:])
   if len(shape) == 2:
     return (shape[1],)
-  raise UnsupportedError(f"{where}: activations of rank {len(shape)} {shape} are not "
+  raise UnsupportedError(f"{where}: activations of rank {len(shape)} {batch_shape(shape)} are not "
                          "supported (use NHWC images, (N, L, C) signals or (N, K) features)")
 
 
@@ -89,6 +94,9 @@ class GraphBuilder:
   shapes: dict[int, tuple[int, ...]] = field(default_factory=dict)
   names: dict[str, int] = field(default_factory=dict)
   where: str = ""  # the layer being interpreted, for error messages
+  src: str = ""  # its source line (or that of the call it is inside)
+  within: str = ""  # the named jax function it is inside (jax.nn.leaky_relu: "leaky_relu")
+  after: str = ""  # what produced its activation operand
   # Pending values already emitted, by identity: a value read twice is computed once.
   _emitted: dict[int, tuple[Sym, Act]] = field(default_factory=dict)
 
@@ -109,13 +117,29 @@ class GraphBuilder:
     return out
 
   def producer(self, v: Sym) -> str:
-    """The name of the layer that computes a symbolic value."""
+    """What computes a symbolic value, as a user would name it."""
     if isinstance(v, PendingLinear | PendingPool):
-      return v.name
-    return next((n.name for n in self.nodes if n.output == v.tid), "the model input")
+      return f"'{v.name}'"
+    n = next((n for n in self.nodes if n.output == v.tid), None)
+    if n is None:
+      return "the model input"
+    if n.op in ("clamp", "reshape"):  # named by the layer they follow
+      what = "the clamp (ReLU)" if n.op == "clamp" else "the reshape"
+      return f"{what} of {self.producer(Act(n.inputs[0], ()))}"
+    return f"'{n.name}'"
+
+  def context(self) -> str:
+    parts = [f"in layer '{self.where}'"] if self.where else []
+    if self.within:
+      parts.append(f"inside jax's '{self.within}'")
+    if self.after:
+      parts.append(f"applied to the output of {self.after}")
+    if self.src:
+      parts.append(f"at {self.src}")
+    return ", ".join(parts)
 
   def fail(self, what: str) -> UnsupportedError:
-    return UnsupportedError(f"{what} (at layer '{self.where}')")
+    return UnsupportedError(f"{what} ({self.context()})")
 
   def materialize(self, v: Sym) -> Act:
     """Emit the node a pending value stands for (once, however often it is read)."""
@@ -125,6 +149,12 @@ class GraphBuilder:
       self._emitted[id(v)] = (v, self._emit_pending(v))  # keeps v alive, so its id is unique
     return self._emitted[id(v)][1]
 
+  def pooled_shape(self, v: PendingPool) -> tuple[int, int, int]:
+    """The graph shape (Ho, Wo, C) of a pooling sum."""
+    h, w, c = self.shapes[v.x]
+    return ((h + sum(v.padding[0]) - v.window[0]) // v.strides[0] + 1,
+            (w + sum(v.padding[1]) - v.window[1]) // v.strides[1] + 1, c)
+
   def _emit_pending(self, v: PendingLinear | PendingPool) -> Act:
     if isinstance(v, PendingLinear):
       shape = (-1,) + (1,) * (v.weight.ndim - 1)
@@ -133,10 +163,8 @@ class GraphBuilder:
                       {"weight": w, "bias": v.shift.astype(np.float32)})
       return Act(tid, v.shape)
     x_shape = self.shapes[v.x]
-    ho = (x_shape[0] + sum(v.padding[0]) - v.window[0]) // v.strides[0] + 1
-    wo = (x_shape[1] + sum(v.padding[1]) - v.window[1]) // v.strides[1] + 1
     factor = np.asarray(v.factor, np.float64)
-    tid = self.emit("avgpool", v.name, (v.x,), (ho, wo, x_shape[2]),
+    tid = self.emit("avgpool", v.name, (v.x,), self.pooled_shape(v),
                     {"window": v.window, "strides": v.strides, "padding": v.padding},
                     {"factor": factor})
     if v.flat:
@@ -162,7 +190,7 @@ def _channel_vector(c: np.ndarray, v: Sym, b: GraphBuilder) -> np.ndarray:
   c = np.asarray(c)
   if c.ndim > len(shape) or any(d != 1 for d in c.shape[:-1]):
     raise b.fail(f"an elementwise constant of shape {c.shape} on an activation of shape "
-                 f"{shape} varies along more than the channel axis")
+                 f"{batch_shape(shape)} varies along more than the channel axis")
   return np.broadcast_to(c.reshape(-1), (shape[-1],)).astype(np.float64)
 
 
@@ -195,6 +223,7 @@ def _conv(b: GraphBuilder, eqn: JaxprEqn, ins: list) -> Sym:
   rs = dn.rhs_spec
   weight = np.asarray(w, np.float32).transpose(rs[0], *rs[2:], rs[1])  # -> O, spatial, I
   strides, padding = tuple(p["window_strides"]), tuple(tuple(q) for q in p["padding"])
+  _check_padding(b, padding, "convolution")
   if nd == 3:  # a 1-D convolution runs as a 2-D one with H = 1
     weight = weight[:, None]
     strides, padding = (1, *strides), ((0, 0), *padding)
@@ -238,7 +267,8 @@ def _arith(b: GraphBuilder, eqn: JaxprEqn, ins: list) -> Sym:
       raise b.fail(f"'{prim}' of two activations has no int8 rule")
     a, c = b.materialize(x), b.materialize(y)
     if a.shape != c.shape:
-      raise b.fail(f"add of activations with shapes {a.shape} and {c.shape} (no broadcasting)")
+      raise b.fail(f"add of activations with shapes {batch_shape(a.shape)} and "
+                   f"{batch_shape(c.shape)} (no broadcasting)")
     tid = b.emit("add", _layer_name(eqn, "add"), (a.tid, c.tid), b.shapes[a.tid])
     return Act(tid, a.shape)
   const_first = _is_const(x)
@@ -290,8 +320,38 @@ def _clamp(b: GraphBuilder, eqn: JaxprEqn, ins: list) -> Sym:
   a = b.materialize(v)
   bound = float(np.asarray(c))
   attrs = {"lo": bound, "hi": None} if eqn.primitive.name == "max" else {"lo": None, "hi": bound}
+  lo, hi = _chain_bounds(b, a.tid, attrs)
+  if lo is not None and hi is not None and lo > hi:
+    raise b.fail(f"clamping to [{lo:g}, {hi:g}] leaves no value (the output would be the "
+                 f"constant {hi:g}): check the order of the bounds")
   tid = b.emit("clamp", _layer_name(eqn, "clamp"), (a.tid,), b.shapes[a.tid], attrs)
   return Act(tid, a.shape)
+
+
+def _chain_bounds(b: GraphBuilder, tid: int, attrs: dict) -> tuple[float | None, float | None]:
+  """The bounds of a clamp on `tid` combined with those of the clamps that produce tid."""
+  lo, hi = attrs["lo"], attrs["hi"]
+  by_output = {n.output: n for n in b.nodes}
+  n = by_output.get(tid)
+  while n is not None and n.op == "clamp":
+    if n.attrs["lo"] is not None:
+      lo = n.attrs["lo"] if lo is None else max(lo, n.attrs["lo"])
+    if n.attrs["hi"] is not None:
+      hi = n.attrs["hi"] if hi is None else min(hi, n.attrs["hi"])
+    n = by_output.get(n.inputs[0])
+  return lo, hi
+
+
+def _check_padding(b: GraphBuilder, padding: tuple, what: str,
+                   window: tuple[int, ...] | None = None) -> None:
+  pads = [int(q) for pair in padding for q in pair]
+  if min(pads, default=0) < 0:
+    raise b.fail(f"a {what} with negative (cropping) padding {padding}: crop with a slice "
+                 "of the input outside the model, or use padding >= 0")
+  if window is not None and any(max(pair) >= k for pair, k in zip(padding, window,
+                                                                   strict=True)):
+    raise b.fail(f"a {what} with padding {padding} as large as its window {window}: some "
+                 "windows would hold padding only")
 
 
 def _window_2d(b: GraphBuilder, x: Act, p: dict) -> tuple:
@@ -302,6 +362,7 @@ def _window_2d(b: GraphBuilder, x: Act, p: dict) -> tuple:
     raise b.fail("pooling must slide over the spatial axes of an NHWC / NLC activation")
   if any(d != 1 for d in (*p["base_dilation"], *p["window_dilation"])):
     raise b.fail("dilated pooling is not supported")
+  _check_padding(b, tuple(pad[1:-1]), "pooling", tuple(dims[1:-1]))
   window, strides, pad = tuple(dims[1:-1]), tuple(strides[1:-1]), tuple(
     tuple(q) for q in pad[1:-1])
   if nd == 3:
@@ -330,9 +391,15 @@ def _window_max(b: GraphBuilder, eqn: JaxprEqn, ins: list) -> Sym:
 
 
 def _global_axes(b: GraphBuilder, x: Act, axes: tuple[int, ...]) -> None:
+  if len(x.shape) - 1 in axes:
+    raise b.fail(f"a reduction over the channel axis of an activation of shape "
+                 f"{batch_shape(x.shape)}: a softmax (or log_softmax) in the model? Return "
+                 "the logits and leave the softmax to the loss (jt.softmax_cross_entropy, "
+                 "optax.softmax_cross_entropy_with_integer_labels apply it)")
   if tuple(sorted(axes)) != tuple(range(1, len(x.shape) - 1)) or len(x.shape) not in (3, 4):
-    raise b.fail(f"a reduction over axes {axes} of an activation of shape {x.shape} (only "
-                 "global pooling over all spatial axes is supported)")
+    raise b.fail(f"a reduction over axes {axes} of an activation of shape "
+                 f"{batch_shape(x.shape)} (only global pooling over all spatial axes is "
+                 "supported)")
 
 
 @rule("reduce_sum")
@@ -359,13 +426,27 @@ def _reduce_max(b: GraphBuilder, eqn: JaxprEqn, ins: list) -> Sym:
 
 @rule("reshape", "squeeze", "expand_dims", "broadcast_in_dim")
 def _reshape(b: GraphBuilder, eqn: JaxprEqn, ins: list) -> Sym:
-  x = b.materialize(ins[0])
   shape = tuple(eqn.outvars[0].aval.shape)
+  v = ins[0]
+  if isinstance(v, PendingPool) and np.prod(shape) == np.prod(v.shape) and shape[:1] == (
+      b.batch,):
+    # A pooling sum whose result is reshaped before it is scaled (a mean with keepdims):
+    # it stays pending, so the division still folds into it.
+    pooled = b.pooled_shape(v)
+    new = internal_shape(shape, f"'{eqn.primitive.name}' ({b.context()})")
+    if new == pooled:
+      return replace(v, flat=False, shape=shape)
+    if new == pooled[-1:]:
+      return replace(v, flat=True, shape=shape)
+  x = b.materialize(v)
   if np.prod(shape) != np.prod(x.shape):
-    raise b.fail(f"'{eqn.primitive.name}' broadcasts an activation {x.shape} -> {shape}")
+    raise b.fail(f"'{eqn.primitive.name}' broadcasts an activation {batch_shape(x.shape)} -> "
+                 f"{batch_shape(shape)}: upsampling, jnp.repeat or jnp.tile of an activation "
+                 "has no int8 rule")
   if not shape or shape[0] != b.batch:
-    raise b.fail(f"a reshape {x.shape} -> {shape} that mixes the batch axis")
-  new = internal_shape(shape, b.where)
+    raise b.fail(f"a reshape {batch_shape(x.shape)} -> {shape} that mixes the batch axis "
+                 "(keep the batch axis first: x.reshape((x.shape[0], -1)))")
+  new = internal_shape(shape, f"'{eqn.primitive.name}' ({b.context()})")
   if new == b.shapes[x.tid]:
     return Act(x.tid, shape)
   return Act(b.emit("reshape", _layer_name(eqn, "reshape"), (x.tid,), new), shape)
@@ -382,7 +463,7 @@ def _concat(b: GraphBuilder, eqn: JaxprEqn, ins: list) -> Sym:
   internal_axis = axis + 1 if nd == 3 else axis
   shape = tuple(eqn.outvars[0].aval.shape)
   tid = b.emit("concat", _layer_name(eqn, "concat"), tuple(x.tid for x in xs),
-               internal_shape(shape, b.where), {"axis": internal_axis})
+               internal_shape(shape, f"concatenate ({b.context()})"), {"axis": internal_axis})
   return Act(tid, shape)
 
 
@@ -404,7 +485,24 @@ def _uses(jaxpr: Jaxpr) -> dict:
   return uses
 
 
-def _eval(b: GraphBuilder, jaxpr: Jaxpr, consts: list, args: list) -> list:
+@dataclass(frozen=True)
+class _Where:
+  """Where an equation sits for error messages: its layer, source line and named call."""
+
+  layer: str = ""
+  src: str = ""
+  within: str = ""
+
+  def of(self, eqn: JaxprEqn) -> _Where:
+    # Inside jax.nn's jitted functions the name stack and the user's source line are lost:
+    # the enclosing call's are the ones a user can find.
+    return _Where(_layer_name(eqn, "") or self.layer,
+                  source_info_util.summarize(eqn.source_info) or self.src, self.within)
+
+
+def _eval(b: GraphBuilder, jaxpr: Jaxpr, consts: list, args: list,
+          outer: _Where | None = None) -> list:
+  outer = outer or _Where()
   env: dict = {}
   uses = _uses(jaxpr)
 
@@ -425,11 +523,15 @@ def _eval(b: GraphBuilder, jaxpr: Jaxpr, consts: list, args: list) -> list:
   for eqn in jaxpr.eqns:
     ins = [read(v) for v in eqn.invars]
     name = eqn.primitive.name
+    here = outer.of(eqn)
     if name in _CALL_PARAMS:
       body = eqn.params[_CALL_PARAMS[name]]
       inner, inner_consts = (body.jaxpr, body.consts) if isinstance(body, ClosedJaxpr) else (
         body, [])
-      outs = _eval(b, inner, inner_consts, ins[len(ins) - len(inner.invars):])
+      call = eqn.params.get("name")
+      if call and not outer.within:
+        here = _Where(here.layer, here.src, str(call))
+      outs = _eval(b, inner, inner_consts, ins[len(ins) - len(inner.invars):], here)
     elif all(_is_const(v) for v in ins):
       # Parameter arithmetic (BatchNorm statistics, reshaped biases): evaluate it now.
       outs = eqn.primitive.bind(*ins, **eqn.params)
@@ -437,13 +539,12 @@ def _eval(b: GraphBuilder, jaxpr: Jaxpr, consts: list, args: list) -> list:
     elif name in _PASS_THROUGH:
       outs = ins
     else:
-      b.where = _layer_name(eqn, name)
+      after = [b.producer(v) for v in ins if not _is_const(v)]
+      b.where, b.src, b.within = here.layer, here.src, here.within
+      b.after = after[0] if after else ""
       if name not in RULES:
-        src = source_info_util.summarize(eqn.source_info)
-        after = [b.producer(v) for v in ins if not _is_const(v)]
-        after_txt = f", applied to the output of '{after[0]}'" if after else ""
-        raise UnsupportedError(f"{name} has no int8 rule (at layer '{b.where}'{after_txt}, "
-                               f"{src})")
+        raise UnsupportedError(f"{name} has no int8 rule ({b.context()}); the supported "
+                               "layers are listed in the README's 'Use' section")
       outs = [RULES[name](b, eqn, ins)]
     for v, val in zip(eqn.outvars, outs, strict=True):
       write(v, val)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 
@@ -23,6 +24,11 @@ from jaxtiny.sparse import SparseUpdate, layer_plans, trained_weight_shape, upda
 
 State = dict[str, Any]
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+# Defaults measured in benchmarks/defaults.py (docs/training.md has the guidance): nearest
+# rounding loses every update smaller than half a unit, which at batch 1 is most of them.
+DEFAULT_LR = 0.01
+DEFAULT_ROUNDING = "stochastic"
 
 
 def _take(a: np.ndarray, plan: LayerPlan) -> np.ndarray:
@@ -37,9 +43,10 @@ class Trainer:
   def __init__(self, qm: QModel, loss_fn: LossFn, optimizer: Optimizer, update: SparseUpdate,
                qas: bool, rounding: str, seed: int):
     if rounding not in ("nearest", "stochastic"):
-      raise ValueError(f"rounding must be 'nearest' or 'stochastic', got {rounding!r}")
+      raise InputError(f"rounding must be 'nearest' or 'stochastic', got {rounding!r}")
     self.qm, self.loss_fn, self.optimizer = qm, loss_fn, optimizer
     self.update, self.qas, self.rounding, self.seed = update, qas, rounding, int(seed)
+    self._check_loss()
     self.plans = layer_plans(qm, update)
     self.cost = update_cost(qm, update, optimizer)
     nodes = {n.name: n for n in qm.layers}
@@ -58,6 +65,30 @@ class Trainer:
         inv_b = 1.0 / (s_x * s_w)
         self._inv_b[name] = (inv_b if qas else np.ones_like(inv_b)).astype(np.float32)
     self._step = jax.jit(self._step_impl)
+
+  def _check_loss(self) -> None:
+    """loss_fn(logits, labels) must trace at batch 1 to a float scalar that depends on the
+    logits (else every gradient is zero and nothing would ever train)."""
+    n = self.qm.output_shape[0]
+    logits = jax.ShapeDtypeStruct((1, n), F32)
+    labels = jax.ShapeDtypeStruct((1,), jnp.int32)
+    call = f"loss_fn(logits: float32[1, {n}], labels: int32[1])"
+    try:
+      closed = jax.make_jaxpr(self.loss_fn)(logits, labels)
+    except Exception as e:
+      raise InputError(f"{call} failed with {type(e).__name__}: {e}") from e
+    out = closed.out_avals
+    if len(out) != 1 or out[0].shape != () or not jnp.issubdtype(out[0].dtype, jnp.floating):
+      got = ", ".join(f"{a.dtype}{list(a.shape)}" for a in out)
+      raise InputError(f"{call} must return one float scalar (reduce over the batch, e.g. "
+                       f".mean()), got {got}")
+    tainted = {closed.jaxpr.invars[0]}
+    for eqn in closed.jaxpr.eqns:  # forward dependence; a call's outputs all depend on it
+      if any(v in tainted for v in eqn.invars if not isinstance(v, jax.extend.core.Literal)):
+        tainted.update(eqn.outvars)
+    if closed.jaxpr.outvars[0] not in tainted:
+      raise InputError(f"{call} does not depend on the logits: its gradient would be zero "
+                       "and nothing would train")
 
   # --- state ------------------------------------------------------------------------------
 
@@ -160,15 +191,25 @@ class Trainer:
 
 def tiny_train(qm: QModel, optimizer: Optimizer | None = None,
                update: SparseUpdate | None = None, qas: bool = True,
-               rounding: str = "nearest", seed: int = 0) -> Callable[[LossFn], Trainer]:
+               rounding: str = DEFAULT_ROUNDING, seed: int = 0) -> Callable[[LossFn], Trainer]:
   """Decorator: `trainer = tiny_train(qm, ...)(loss_fn)`; loss_fn(logits, labels) -> scalar.
 
-  optimizer: `sgd(lr)` (default sgd(0.05)), `sgd(lr, momentum)` or `adam(lr)`.
+  optimizer: `jt.sgd(lr)` (default `jt.sgd(0.01)`), `jt.sgd(lr, momentum)` or `jt.adam(lr)`.
   update: a SparseUpdate (default: the classifier only). qas: quantization-aware scaling.
-  rounding: "nearest" or "stochastic" (seeded, identical on the device).
+  rounding: "stochastic" (default; seeded by `seed`, identical on the device) or "nearest".
   """
-  opt = optimizer if optimizer is not None else sgd(0.05)
+  opt = optimizer if optimizer is not None else sgd(DEFAULT_LR)
+  if not isinstance(opt, Optimizer):
+    raise InputError(
+      f"tiny_train: optimizer must be jt.sgd(lr), jt.sgd(lr, momentum) or jt.adam(lr), got "
+      f"{type(opt).__name__}: the device runs the update itself, so it must be one jaxtiny "
+      "knows (an optax optimizer cannot be lowered); schedules: jt.constant, jt.cosine")
   scheme = update if update is not None else SparseUpdate()
+  if not isinstance(scheme, SparseUpdate):
+    raise InputError(f"tiny_train: update must be a jt.SparseUpdate, got {type(scheme).__name__}")
+  if not isinstance(qm, QModel):
+    raise InputError(f"tiny_train: the model must be a QModel (from jt.quantize or "
+                     f"jt.load_tinytraining), got {type(qm).__name__}")
 
   def wrap(loss_fn: LossFn) -> Trainer:
     return Trainer(qm, loss_fn, opt, scheme, qas, rounding, seed)

@@ -237,19 +237,24 @@ def _padded(b: bytes | bytearray) -> bytes:
   return bytes(b) + bytes(-len(b) % ALIGN)
 
 
-def _tensor_bytes(t: Tensor) -> bytes:
+def _tensor_bytes(t: Tensor, data: np.ndarray | None = None) -> bytes:
+  data = t.data if data is None else data
   want = np.dtype(NUMPY[t.dtype])
-  if t.data is None or t.data.dtype != want:
+  if data is None or data.dtype != want:
     raise ValueError(f"tensor {t.id} ({t.name}): {t.storage} data must be {want}, got "
-                     f"{None if t.data is None else t.data.dtype}")
-  raw = np.ascontiguousarray(t.data, want.newbyteorder("<")).tobytes()
+                     f"{None if data is None else data.dtype}")
+  raw = np.ascontiguousarray(data, want.newbyteorder("<")).tobytes()
   if len(raw) != t.nbytes:
     raise ValueError(f"tensor {t.id} ({t.name}): {len(raw)} bytes of data, {t.nbytes} expected")
   return _padded(raw)
 
 
-def encode(program: Program) -> bytes:
-  """The blob of `program`: what Program.save writes."""
+def encode(program: Program, state: str = "current") -> bytes:
+  """The blob of `program`: what Program.save writes. Its state image holds the state as
+  trained so far ("current") or as lowered ("initial")."""
+  if state not in ("current", "initial"):
+    raise ValueError(f"state must be 'current' or 'initial', got {state!r}")
+  values = program.state_arrays() if state == "current" else {}
   g = program.graph
   strings = bytearray()
 
@@ -270,7 +275,7 @@ def encode(program: Program) -> bytes:
     for t in g.tensors:
       if t.storage == storage:
         location[t.id] = len(consts)
-        consts.extend(_tensor_bytes(t))
+        consts.extend(_tensor_bytes(t, values.get(t.id)))
 
   place("state")
   state_bytes = len(consts)

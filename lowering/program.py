@@ -83,12 +83,22 @@ class Program:
                        f"{x8.shape}")
     return x8.reshape((1, *x8.shape))
 
-  def train_step(self, x8: Any, label: int) -> float:
-    """One training step on one example with the reference executor; returns the loss."""
+  def _label(self, label: Any) -> np.ndarray:
+    """An integer scalar or a shape-(1,) integer array (what `Trainer.step` takes at batch
+    1), in [0, classes)."""
+    a = np.asarray(label)
+    if a.dtype.kind not in "iu" or a.shape not in ((), (1,)):
+      raise InputError(f"label must be an integer scalar or an integer array of shape (1,), "
+                       f"got {type(label).__name__} {a.dtype}{list(a.shape)}: {label!r}")
     n = self.graph.tensors[self.io["logits"]].shape[-1]
-    if not 0 <= int(label) < n:
-      raise InputError(f"label must lie in [0, {n}), got {label}")
-    io = {self.io["input"]: self._input(x8), self.io["label"]: np.array([label], np.int32)}
+    v = int(a.reshape(-1)[0])
+    if not 0 <= v < n:
+      raise InputError(f"label must lie in [0, {n}), got {v}")
+    return np.array([v], np.int32)
+
+  def train_step(self, x8: Any, label: Any) -> float:
+    """One training step on one example with the reference executor; returns the loss."""
+    io = {self.io["input"]: self._input(x8), self.io["label"]: self._label(label)}
     self._ex.run(self.train_ops, io)
     return float(self._ex.env[self.io["loss"]])
 
@@ -117,14 +127,22 @@ class Program:
                           if g.tensors[t].dtype == "bit"), max(f32, default=0))
 
   def state(self) -> dict[str, np.ndarray]:
-    """The persistent state by name (trained parameters, optimizer state, step)."""
+    """The persistent state by name (trained parameters, optimizer state, step): copies."""
     return {self.graph.tensors[t].name: v.copy() for t, v in self._ex.state.items()}
 
-  def save(self, path: str | PathLike) -> None:
-    """Write the program as a blob (docs/blob.md); `lowering.load(path)` reads it back."""
+  def state_arrays(self) -> dict[int, np.ndarray]:
+    """The live persistent state by tensor id: the executor's own arrays (writing into
+    them changes what the next step starts from)."""
+    return self._ex.state
+
+  def save(self, path: str | PathLike, state: str = "current") -> None:
+    """Write the program as a blob (docs/blob.md); `lowering.load(path)` reads it back.
+
+    state: "current" (default) stores what the steps run so far have learned, so a
+    loaded program goes on from there; "initial" stores the state as lowered."""
     from lowering.blob import encode  # lowering.blob builds Programs: import it late
 
-    Path(path).write_bytes(encode(self))
+    Path(path).write_bytes(encode(self, state))
 
 
 def lower(trainer, name: str | None = None, *, reorder_updates: bool = True,

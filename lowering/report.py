@@ -216,15 +216,22 @@ def main(argv: list[str] | None = None) -> None:
                       "(KB = KiB = 1024 bytes, as for MCUs); exit status 2 when over")
   p.add_argument("--plot", type=Path, help="write the timeline as a PNG here")
   args = p.parse_args(argv)
+  if args.plot and not args.plot.resolve().parent.is_dir():
+    p.error(f"--plot {args.plot}: the folder {args.plot.resolve().parent} does not exist")
   from lowering import load  # the blob reader lives in lowering/blob.py
 
   try:
     program = load(args.blob)
   except (OSError, JaxtinyError) as e:
-    sys.exit(f"cannot load {args.blob}: {e}")
+    print(f"error: cannot load {args.blob}: {e}", file=sys.stderr)
+    sys.exit(2)
   print(report(program, args.budget), end="")
   if args.plot:
-    plot(program, args.plot, args.budget)
+    try:
+      plot(program, args.plot, args.budget)
+    except OSError as e:
+      print(f"error: cannot write the plot {args.plot}: {e}", file=sys.stderr)
+      sys.exit(2)
   if args.budget is not None:
     try:
       check_budget(program, args.budget)

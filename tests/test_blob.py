@@ -120,6 +120,26 @@ def test_loaded_program_runs_identically(trainer, data):
     np.testing.assert_array_equal(loaded.infer(x8[i]), prog.infer(x8[i]))
 
 
+def test_save_after_training_keeps_what_was_learned(trainer, data, tmp_path):
+  x8, y = data
+  prog = trainer.lower()
+  for i in range(4):
+    prog.train_step(x8[i], int(y[i]))
+  prog.save(tmp_path / "trained.jtb")
+  prog.save(tmp_path / "initial.jtb", state="initial")
+  trained = lowering.load(tmp_path / "trained.jtb")
+  initial = lowering.load(tmp_path / "initial.jtb")
+  for k, v in prog.state().items():
+    np.testing.assert_array_equal(trained.state()[k], v, err_msg=k)
+  assert initial.state()["step"] == 0 and trained.state()["step"] == 4
+  # The next step goes on from the learned state: the same loss as the program that trained.
+  assert trained.train_step(x8[4], int(y[4])) == prog.train_step(x8[4], int(y[4]))
+  fresh = trainer.lower()
+  assert initial.train_step(x8[0], int(y[0])) == fresh.train_step(x8[0], int(y[0]))
+  with pytest.raises(ValueError, match="current"):
+    prog.save(tmp_path / "x.jtb", state="latest")
+
+
 def test_golden_disassembly(sparse_blob):
   prog, data = sparse_blob
   text = disassemble(prog)

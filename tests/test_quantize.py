@@ -165,7 +165,7 @@ class InputScaling(nn.Module):
 
 @pytest.mark.parametrize("model,match", [
   (WithSigmoid(), r"logistic has no int8 rule .*output of 'gate'.*test_quantize.py"),
-  (WithDilation(), r"dilated.*at layer 'dilated'"),
+  (WithDilation(), r"dilated.*in layer 'dilated'"),
   (InputScaling(), r"normalize inputs outside the model"),
 ])
 def test_unsupported_layers_are_named(model, match):

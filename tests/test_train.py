@@ -74,7 +74,8 @@ def test_qas_scales_the_update_per_channel(qm, data):
   x8, y = data
   cls = qm.classifier
   for qas in (True, False):
-    tr = jt.tiny_train(qm, optimizer=jt.sgd(0.01), qas=qas)(jt.softmax_cross_entropy)
+    tr = jt.tiny_train(qm, optimizer=jt.sgd(0.01), qas=qas,
+                       rounding="nearest")(jt.softmax_cross_entropy)
     state = tr.init()
 
     def loss_of(weights, handles, state=state, tr=tr):
