@@ -99,10 +99,10 @@ def int8_accuracy(task: Task, *, optimizer: jt.optim.Optimizer | None, qas: bool
 
 
 def fp32_accuracy(task: Task, *, lr: float | Callable, seed: int = 0,
-                  update: jt.SparseUpdate | None = None) -> float:
+                  update: jt.SparseUpdate | None = None, momentum: float = 0.0) -> float:
   """The same scheme trained in fp32 on the dequantized network (same channels, same
-  data order), with plain SGD (lr: a number or a schedule of the step, as for `jt.sgd`):
-  the reference the int8 results are held against."""
+  data order), with SGD (lr: a number or a schedule of the step, as for `jt.sgd`;
+  momentum as `jt.sgd`'s): the reference the int8 results are held against."""
   schedule = lr if callable(lr) else jt.constant(lr)
   qm = task.qm
   nodes, shapes = dequantized_graph(qm)
@@ -128,17 +128,20 @@ def fp32_accuracy(task: Task, *, lr: float | Callable, seed: int = 0,
     return float_forward(nodes, shapes, qm.input_id, x, p)[qm.output_id]
 
   @jax.jit
-  def step(p, x, y, t):
+  def step(p, v, x, y, t):
     g = jax.grad(lambda p: jt.softmax_cross_entropy(logits(p, x), y))(p)
+    v = jax.tree_util.tree_map(lambda vv, gg: momentum * vv + gg, v, g)
     rate = schedule(t)
-    return jax.tree_util.tree_map(lambda a, gg, m: a - rate * gg * m, p, g, masks)
+    return jax.tree_util.tree_map(lambda a, vv, m: a - rate * vv * m, p, v, masks), v
 
   x, y = task.train
   rng = np.random.default_rng(seed)
   t = 0
+  velocity = jax.tree_util.tree_map(jnp.zeros_like, params)
   for _ in range(task.epochs):
     for i in rng.permutation(len(x)):
-      params = step(params, jnp.asarray(deq(x[i:i + 1])), jnp.asarray(y[i:i + 1]), t)
+      params, velocity = step(params, velocity, jnp.asarray(deq(x[i:i + 1])),
+                              jnp.asarray(y[i:i + 1]), t)
       t += 1
   xt, yt = task.test
   pred = np.concatenate([np.asarray(jax.jit(logits)(params, jnp.asarray(deq(xt[i:i + 256]))))

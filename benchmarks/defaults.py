@@ -6,7 +6,8 @@ held-out accuracy over 3 seeds of:
   task's scheme and with the default scheme (the classifier alone);
 - nearest rounding at the default rate (the earlier default);
 - SGD with momentum 0.9 at the default rate and at a tenth of it (same effective step
-  `lr / (1 - momentum)` as plain SGD at the default rate);
+  `lr / (1 - momentum)` as plain SGD at the default rate), in int8 and in fp32 (the
+  dequantized network with float weights: the same rows without any int8 rounding);
 - `--lrs`: plain SGD at other constant rates, to see how wide the good range is.
 The tuned figure to compare with is qas.py's int8 SGD + QAS row (peak lr picked on
 validation, cosine decay).
@@ -23,7 +24,7 @@ import time
 import jaxtiny as jt
 from jaxtiny.train import DEFAULT_LR
 
-from common import RESULTS, TASKS, int8_accuracy, mean_std, save
+from common import RESULTS, TASKS, fp32_accuracy, int8_accuracy, mean_std, save
 
 
 def _variants(lrs: list[float]) -> dict:
@@ -38,6 +39,12 @@ def _variants(lrs: list[float]) -> dict:
       t, optimizer=jt.sgd(d, momentum=0.9), seed=s),
     f"sgd({d / 10:g}, momentum=0.9)": lambda t, s: int8_accuracy(
       t, optimizer=jt.sgd(d / 10, momentum=0.9), seed=s),
+    # The same in fp32: does momentum fail because of the int8 update, or at any precision
+    # because the step is too large?
+    f"fp32 SGD {d:g}": lambda t, s: fp32_accuracy(t, lr=d, seed=s),
+    f"fp32 SGD {d:g}, momentum 0.9": lambda t, s: fp32_accuracy(t, lr=d, seed=s, momentum=0.9),
+    f"fp32 SGD {d / 10:g}, momentum 0.9": lambda t, s: fp32_accuracy(t, lr=d / 10, seed=s,
+                                                                     momentum=0.9),
   }
   for lr in lrs:
     out[f"sgd({lr:g})"] = lambda t, s, lr=lr: int8_accuracy(t, optimizer=jt.sgd(lr), seed=s)

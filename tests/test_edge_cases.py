@@ -263,3 +263,15 @@ def test_report_plot_into_a_missing_folder(small, tmp_path, capsys):
   with pytest.raises(SystemExit) as e:
     report.main([str(tmp_path / "missing.jtb")])
   assert e.value.code == 2 and "cannot load" in capsys.readouterr().err
+
+
+def test_constants_take_a_device_dtype_when_their_values_fit():
+  from lowering.ir import device_dtype
+
+  assert device_dtype(np.asarray(3)) == "i32"  # a Python int literal arrives as int64
+  assert device_dtype(np.float64(0.5)) == "f32"
+  assert device_dtype(np.array([True])) == "bool"
+  with pytest.raises(TypeError, match="does not fit the device's int32"):
+    device_dtype(np.int64(2**40))
+  with pytest.raises(TypeError, match="overflows the device's float32"):
+    device_dtype(np.float64(1e300))
