@@ -68,6 +68,7 @@ class PendingPool:
 
 
 Sym = Act | PendingLinear | PendingPool
+INPUT = "the model input"
 
 
 def batch_shape(shape: tuple[int, ...]) -> str:
@@ -122,7 +123,7 @@ class GraphBuilder:
       return f"'{v.name}'"
     n = next((n for n in self.nodes if n.output == v.tid), None)
     if n is None:
-      return "the model input"
+      return INPUT
     if n.op in ("clamp", "reshape"):  # named by the layer they follow
       what = "the clamp (ReLU)" if n.op == "clamp" else "the reshape"
       return f"{what} of {self.producer(Act(n.inputs[0], ()))}"
@@ -133,7 +134,8 @@ class GraphBuilder:
     if self.within:
       parts.append(f"inside jax's '{self.within}'")
     if self.after:
-      parts.append(f"applied to the output of {self.after}")
+      parts.append("applied to " + (self.after if self.after == INPUT else
+                                    f"the output of {self.after}"))
     if self.src:
       parts.append(f"at {self.src}")
     return ", ".join(parts)
@@ -322,8 +324,8 @@ def _clamp(b: GraphBuilder, eqn: JaxprEqn, ins: list) -> Sym:
   attrs = {"lo": bound, "hi": None} if eqn.primitive.name == "max" else {"lo": None, "hi": bound}
   lo, hi = _chain_bounds(b, a.tid, attrs)
   if lo is not None and hi is not None and lo > hi:
-    raise b.fail(f"clamping to [{lo:g}, {hi:g}] leaves no value (the output would be the "
-                 f"constant {hi:g}): check the order of the bounds")
+    raise b.fail(f"clamping to [{lo:g}, {hi:g}] leaves no value (every output would be one "
+                 "constant): check the bounds and their order")
   tid = b.emit("clamp", _layer_name(eqn, "clamp"), (a.tid,), b.shapes[a.tid], attrs)
   return Act(tid, a.shape)
 
