@@ -115,6 +115,9 @@ def run_seed(seed: int) -> dict:
   return out
 
 
+CHUNK = 100  # seeds per worker process before it is replaced
+
+
 def _run_all(seeds: range, jobs: int) -> list[dict]:
   results = []
   bar = tqdm(total=len(seeds), unit="seed")
@@ -128,11 +131,14 @@ def _run_all(seeds: range, jobs: int) -> list[dict]:
     for seed in seeds:
       done(run_seed(seed))
   else:
-    # spawn: jax is not fork-safe; fresh workers now and then keep compile caches small
+    # spawn: jax is not fork-safe. A fresh pool every CHUNK seeds a worker keeps compile
+    # caches small (max_tasks_per_child hangs the pool on Python 3.11 once workers retire).
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(jobs, mp_context=ctx, max_tasks_per_child=50) as pool:
-      for f in as_completed([pool.submit(run_seed, s) for s in seeds]):
-        done(f.result())
+    chunk = jobs * CHUNK
+    for i in range(0, len(seeds), chunk):
+      with ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
+        for f in as_completed([pool.submit(run_seed, s) for s in seeds[i:i + chunk]]):
+          done(f.result())
   bar.close()
   return sorted(results, key=lambda r: r["seed"])
 

@@ -42,7 +42,11 @@ def labelled_batch(qm: jt.QModel, n: int, classes: int = 4) -> tuple[np.ndarray,
 # another, so an update whose value sits within an ulp of a rounding boundary may round
 # the other way. Allowed: at most this fraction of a step's trained elements, by one unit.
 BOUNDARY_FRACTION = 0.01
-LOSS_RTOL = 1e-6  # executor loss vs simulation loss (float32 sums in another order)
+# Executor loss vs simulation loss: float32 sums in another order. Relative to the loss or
+# to 1, whichever is larger: a small cross-entropy is a difference of terms near 1 (log-sum-exp
+# minus the label's logit), so its absolute error is an ulp of those terms (random-model
+# seeds 245 and 864: 1.2e-7 absolute on a loss of 0.06-0.09).
+LOSS_RTOL = 1e-6
 
 
 def carry_state(prog, state) -> tuple[int, int]:
@@ -82,7 +86,7 @@ def end_to_end(qm: jt.QModel, x8: np.ndarray, y: np.ndarray, update: jt.SparseUp
     state, loss = trainer.step(state, x8[i:i + 1], y[i:i + 1])
     loss_ref = prog.train_step(x8[i], y[i:i + 1])
     assert np.isfinite(loss_ref)
-    assert abs(loss_ref - float(loss)) <= LOSS_RTOL * max(abs(float(loss)), 1e-6), (
+    assert abs(loss_ref - float(loss)) <= LOSS_RTOL * max(abs(float(loss)), 1.0), (
       f"step {i}: executor loss {loss_ref} vs simulation {float(loss)}")
     differ, total = carry_state(prog, state)
     assert differ <= max(1, BOUNDARY_FRACTION * total)
