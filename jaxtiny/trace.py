@@ -17,10 +17,9 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.extend import source_info_util
 from jax.extend.core import ClosedJaxpr, Jaxpr, JaxprEqn, Literal
 
-from jaxtiny.errors import UnsupportedError
+from jaxtiny.errors import UnsupportedError, source_line
 from jaxtiny.graph import Node
 from jaxtiny.registry import registrar
 
@@ -499,7 +498,7 @@ class _Where:
     # Inside jax.nn's jitted functions the name stack and the user's source line are lost:
     # the enclosing call's are the ones a user can find.
     return _Where(_layer_name(eqn, "") or self.layer,
-                  source_info_util.summarize(eqn.source_info) or self.src, self.within)
+                  source_line(eqn.source_info) or self.src, self.within)
 
 
 def _eval(b: GraphBuilder, jaxpr: Jaxpr, consts: list, args: list,

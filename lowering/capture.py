@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from jax.extend import core, source_info_util
+from jax.extend import core
+
+from jaxtiny.errors import source_line
 
 # Primitives whose only job is to call a sub-jaxpr, and the parameter that holds it.
 CALLS = {"jit": "jaxpr", "pjit": "jaxpr", "closed_call": "call_jaxpr",
@@ -56,7 +58,7 @@ class FlatProgram:
 
 def _source(eqn: Any) -> str:
   info = getattr(eqn, "source_info", None)
-  return source_info_util.summarize(info) if info is not None else ""
+  return source_line(info) if info is not None else ""
 
 
 def _inline(jaxpr: core.Jaxpr, consts: list, args: list[Ref], out: FlatProgram) -> list[Ref]:

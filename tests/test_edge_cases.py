@@ -275,3 +275,20 @@ def test_constants_take_a_device_dtype_when_their_values_fit():
     device_dtype(np.int64(2**40))
   with pytest.raises(TypeError, match="overflows the device's float32"):
     device_dtype(np.float64(1e300))
+
+
+def test_errors_point_past_installed_libraries():
+  """A virtualenv's flax is not the user's code (JAX's own summary took it for it)."""
+  import os
+  from types import SimpleNamespace as NS
+
+  from jaxtiny.errors import source_line
+
+  lib = os.path.join(os.sep, "home", "u", "venv", "lib", "python3.11", "site-packages")
+  frames = [NS(file_name=os.path.join(lib, "jax", "_src", "core.py"), line_num=1,
+               function_name="bind"),
+            NS(file_name=os.path.join(lib, "flax", "linen", "linear.py"), line_num=700,
+               function_name="_Conv.__call__"),
+            NS(file_name="/home/u/model.py", line_num=12, function_name="Net.__call__")]
+  assert source_line(NS(traceback=NS(frames=frames))) == "/home/u/model.py:12 (Net.__call__)"
+  assert source_line(NS(traceback=NS(frames=frames[:2]))) == ""
