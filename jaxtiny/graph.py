@@ -30,6 +30,16 @@ class Node:
   index: int | None = None
 
 
+def intersect_bounds(lo: float | None, hi: float | None, other_lo: float | None,
+                     other_hi: float | None) -> tuple[float | None, float | None]:
+  """Two clamps in a row as one: the larger lower bound, the smaller upper (None: open)."""
+  if other_lo is not None:
+    lo = other_lo if lo is None else max(lo, other_lo)
+  if other_hi is not None:
+    hi = other_hi if hi is None else min(hi, other_hi)
+  return lo, hi
+
+
 def assign_layer_indices(nodes: list[Node]) -> None:
   """Number conv/dense nodes from 0 in network order; the last one is the classifier."""
   linear = [n for n in nodes if n.op in LINEAR_OPS]

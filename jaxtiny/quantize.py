@@ -17,7 +17,7 @@ import numpy as np
 from jax import lax
 
 from jaxtiny.errors import InputError, JaxtinyError, UnsupportedError
-from jaxtiny.graph import Node, assign_layer_indices, consumers
+from jaxtiny.graph import Node, assign_layer_indices, consumers, intersect_bounds
 from jaxtiny.numerics import (
   QParams,
   add_multipliers,
@@ -48,11 +48,8 @@ def fuse_clamps(nodes: list[Node], output: int) -> list[Node]:
     src = by_output.get(n.inputs[0]) if n.op == "clamp" else None
     if src is not None and src.op in _FUSABLE and len(readers[src.output]) == 1 \
         and src.output != output:
-      lo, hi = src.attrs["act_lo"], src.attrs["act_hi"]
-      if n.attrs["lo"] is not None:
-        lo = n.attrs["lo"] if lo is None else max(lo, n.attrs["lo"])
-      if n.attrs["hi"] is not None:
-        hi = n.attrs["hi"] if hi is None else min(hi, n.attrs["hi"])
+      lo, hi = intersect_bounds(src.attrs["act_lo"], src.attrs["act_hi"], n.attrs["lo"],
+                                n.attrs["hi"])
       src.attrs.update(act_lo=lo, act_hi=hi)
       del by_output[src.output]
       src.output = n.output  # the producer now writes the clamped tensor

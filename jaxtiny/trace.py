@@ -20,7 +20,7 @@ import numpy as np
 from jax.extend.core import ClosedJaxpr, Jaxpr, JaxprEqn, Literal
 
 from jaxtiny.errors import UnsupportedError, source_line
-from jaxtiny.graph import Node
+from jaxtiny.graph import Node, intersect_bounds
 from jaxtiny.registry import registrar
 
 # Call-like primitives whose body is inlined (their param holding the body).
@@ -96,9 +96,10 @@ class GraphBuilder:
   where: str = ""  # the layer being interpreted, for error messages
   src: str = ""  # its source line (or that of the call it is inside)
   within: str = ""  # the named jax function it is inside (jax.nn.leaky_relu: "leaky_relu")
-  after: str = ""  # what produced its activation operand
+  operand: Sym | None = None  # its first activation operand (named only in messages)
   # Pending values already emitted, by identity: a value read twice is computed once.
   _emitted: dict[int, tuple[Sym, Act]] = field(default_factory=dict)
+  _by_output: dict[int, Node] = field(default_factory=dict)
 
   def new_tensor(self, shape: tuple[int, ...]) -> int:
     tid = len(self.shapes)
@@ -114,13 +115,18 @@ class GraphBuilder:
            attrs: dict | None = None, arrays: dict | None = None) -> int:
     out = self.new_tensor(shape)
     self.nodes.append(Node(op, self.unique(name), inputs, out, attrs or {}, arrays or {}))
+    self._by_output[out] = self.nodes[-1]
     return out
+
+  def node_of(self, tid: int) -> Node | None:
+    """The node that writes tensor tid (None for the model input)."""
+    return self._by_output.get(tid)
 
   def producer(self, v: Sym) -> str:
     """What computes a symbolic value, as a user would name it."""
     if isinstance(v, PendingLinear | PendingPool):
       return f"'{v.name}'"
-    n = next((n for n in self.nodes if n.output == v.tid), None)
+    n = self.node_of(v.tid)
     if n is None:
       return INPUT
     if n.op in ("clamp", "reshape"):  # named by the layer they follow
@@ -132,9 +138,9 @@ class GraphBuilder:
     parts = [f"in layer '{self.where}'"] if self.where else []
     if self.within:
       parts.append(f"inside jax's '{self.within}'")
-    if self.after:
-      parts.append("applied to " + (self.after if self.after == INPUT else
-                                    f"the output of {self.after}"))
+    if self.operand is not None:
+      after = self.producer(self.operand)
+      parts.append("applied to " + (after if after == INPUT else f"the output of {after}"))
     if self.src:
       parts.append(f"at {self.src}")
     return ", ".join(parts)
@@ -332,14 +338,10 @@ def _clamp(b: GraphBuilder, eqn: JaxprEqn, ins: list) -> Sym:
 def _chain_bounds(b: GraphBuilder, tid: int, attrs: dict) -> tuple[float | None, float | None]:
   """The bounds of a clamp on `tid` combined with those of the clamps that produce tid."""
   lo, hi = attrs["lo"], attrs["hi"]
-  by_output = {n.output: n for n in b.nodes}
-  n = by_output.get(tid)
+  n = b.node_of(tid)
   while n is not None and n.op == "clamp":
-    if n.attrs["lo"] is not None:
-      lo = n.attrs["lo"] if lo is None else max(lo, n.attrs["lo"])
-    if n.attrs["hi"] is not None:
-      hi = n.attrs["hi"] if hi is None else min(hi, n.attrs["hi"])
-    n = by_output.get(n.inputs[0])
+    lo, hi = intersect_bounds(lo, hi, n.attrs["lo"], n.attrs["hi"])
+    n = b.node_of(n.inputs[0])
   return lo, hi
 
 
@@ -540,9 +542,8 @@ def _eval(b: GraphBuilder, jaxpr: Jaxpr, consts: list, args: list,
     elif name in _PASS_THROUGH:
       outs = ins
     else:
-      after = [b.producer(v) for v in ins if not _is_const(v)]
       b.where, b.src, b.within = here.layer, here.src, here.within
-      b.after = after[0] if after else ""
+      b.operand = next((v for v in ins if not _is_const(v)), None)
       if name not in RULES:
         raise UnsupportedError(f"{name} has no int8 rule ({b.context()}); the supported "
                                "layers are listed in the README's 'Use' section")
