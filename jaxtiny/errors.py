@@ -39,3 +39,7 @@ class ModelFormatError(JaxtinyError, ValueError):
 
 class InputError(JaxtinyError, ValueError):
   """An input of the wrong dtype or shape."""
+
+
+class NonFiniteLossError(JaxtinyError, FloatingPointError):
+  """A training step whose loss is not finite: it stopped before any update."""

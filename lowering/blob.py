@@ -24,13 +24,16 @@ import numpy as np
 from jaxtiny.errors import ModelFormatError
 from lowering import opset
 from lowering.ir import ITEMSIZE, NUMPY, Graph, Op, Tensor
-from lowering.planner import ALIGN, Buffer, Plan, buffer_size, lifetimes
+from lowering.planner import ALIGN, Buffer, Plan, buffer_bytes, buffer_size, lifetimes
 from lowering.program import Program
 
 MAGIC = b"JTB1"
 VERSION = 1  # bumped by any change of the layout, an enum or an existing op's schema
 SENTINEL = 0x01020304  # a reader of the wrong byte order sees 0x04030201
 MAX_RANK = 6
+MAX_ALIAS_DEPTH = 16  # JT_MAX_ALIAS_DEPTH: the longest chain of views a reader accepts
+MAX_BUFFER_BYTES = 1 << 26  # JT_MAX_BUFFER_BYTES: the largest arena or state a blob may ask
+MAX_ELEMENTS = 2**31 - 1  # of a tensor, its zero dims counted as 1 (so numpy can shape it)
 SECTIONS = ("tensors", "train_ops", "infer_ops", "operands", "attrs", "strings", "consts")
 COUNTED = SECTIONS[:5]  # the sections of fixed-size records, with a count in the header
 STORAGES = ("const", "state", "io", "arena")
@@ -173,7 +176,10 @@ def _scalar_value(scalar: str, s: list[int], where: str) -> Any:
   if scalar.startswith("enum:"):
     return _enum(opset.ENUMS[scalar.removeprefix("enum:")], s[0], where)
   if scalar == "f32":
-    return float(np.array(s[0], np.int32).view(np.float32))
+    v = float(np.array(s[0], np.int32).view(np.float32))
+    if not math.isfinite(v):
+      raise BlobError(f"{where}: a multiplier of {v}")
+    return v
   if scalar == "bool":
     if s[0] not in (0, 1):
       raise BlobError(f"{where}: bool slot holds {s[0]}")
@@ -212,6 +218,8 @@ def _decode_attrs(d: opset.OpDef, slots: list[int], where: str) -> dict[str, Any
         raise BlobError(f"{at}: presence slot holds {present}")
       if present:
         attrs[name] = _scalar_value(scalar, value, at)
+      elif any(value):
+        raise BlobError(f"{at}: absent, but its slots are not zeros")
     elif not array:
       attrs[name] = _scalar_value(scalar, r.take(k), at)
     else:
@@ -440,6 +448,9 @@ def _tensor_data(consts: bytes, dtype: str, shape: tuple[int, ...], start: int,
 def _tensors(sec: dict[str, bytes], h: dict[str, Any]) -> tuple[Graph, list[int]]:
   n, consts, strings = h["n_tensors"], sec["consts"], sec["strings"]
   state_end, arena = h["state_bytes"], h["arena_bytes"]
+  if arena > MAX_BUFFER_BYTES:
+    raise BlobError(f"an arena of {arena} bytes (header byte {HEADER_AT['arena_bytes']}): "
+                    f"at most {MAX_BUFFER_BYTES}")
   if state_end % ALIGN or state_end > len(consts):
     raise BlobError(f"state image of {state_end} bytes (header byte "
                     f"{HEADER_AT['state_bytes']}) does not fit the {len(consts)}-byte "
@@ -455,6 +466,9 @@ def _tensors(sec: dict[str, bytes], h: dict[str, Any]) -> tuple[Graph, list[int]
                       "reserved byte zero)")
     shape = tuple(dims[:rank])
     elements = math.prod(shape)
+    if math.prod(d or 1 for d in shape) > MAX_ELEMENTS:
+      raise BlobError(f"{where}: shape {list(shape)} has more than {MAX_ELEMENTS} elements "
+                      "(zero dims counted as one)")
     want = (elements + 7) // 8 if dtype == "bit" else elements * ITEMSIZE[dtype]
     if nbytes != want:
       raise BlobError(f"{where}: byte size {nbytes}, but {dtype}{list(shape)} takes {want}")
@@ -471,22 +485,31 @@ def _tensors(sec: dict[str, bytes], h: dict[str, Any]) -> tuple[Graph, list[int]
       data = _tensor_data(consts, dtype, shape, loc, nbytes, where)
     elif storage == "io" and loc != -1:
       raise BlobError(f"{where}: an io tensor has location {loc}, not -1")
-    elif storage == "arena" and loc != -1 and (loc % ALIGN or loc + nbytes > arena):
+    elif storage == "arena" and loc != -1 and (loc < 0 or loc % ALIGN
+                                               or loc + buffer_bytes(nbytes) > arena):
       raise BlobError(f"{where}: arena tensor at [{loc}, {loc + nbytes}) lies beyond the "
                       f"arena of {arena} bytes (or is misaligned)")
     g.tensors.append(Tensor(i, _string(strings, name, where), shape, dtype, storage, data,
                             None if alias < 0 else alias))
     locations.append(loc)
-  for t in g.tensors:  # aliases: acyclic, same dtype and bytes as what they view
-    seen, a = {t.id}, t
+  for t in g.tensors:  # aliases: short chains of one dtype and size, of their base's storage
+    a, depth = t, 0
     while a.alias is not None:
       b = g.tensors[a.alias]
-      if b.id in seen:
-        raise BlobError(f"tensor {t.id}: alias cycle through tensor {b.id}")
+      if depth == MAX_ALIAS_DEPTH:
+        raise BlobError(f"tensor {t.id}: a chain of more than {MAX_ALIAS_DEPTH} aliases (or "
+                        "a cycle)")
       if (b.dtype, b.nbytes) != (a.dtype, a.nbytes):
         raise BlobError(f"tensor {a.id}: alias of tensor {b.id} with another dtype or size")
-      seen.add(b.id)
-      a = b
+      a, depth = b, depth + 1
+    if a.storage != t.storage:
+      raise BlobError(f"tensor {t.id}: a {t.storage} alias of tensor {a.id}, a {a.storage} "
+                      "tensor")
+  planned = [locations[t.id] + buffer_bytes(t.nbytes) for t in g.tensors
+             if t.storage == "arena" and locations[t.id] >= 0]
+  if max(planned, default=0) != arena:
+    raise BlobError(f"arena of {arena} bytes (header byte {HEADER_AT['arena_bytes']}), but "
+                    f"its buffers reach byte {max(planned, default=0)}")
   _check_state_disjoint(g, locations)
   return g, locations
 
@@ -499,14 +522,12 @@ def _check_state_disjoint(g: Graph, locations: list[int]) -> None:
       raise BlobError(f"state tensors {s} and {t} overlap in the state image at byte {b}")
 
 
-def _arity(spec: tuple[str, ...]) -> tuple[int, float]:
-  """(least, most) operands of an opset spec: "?" optional, "*" any number."""
-  least = sum(not s.endswith(("?", "*")) for s in spec)
-  return least, math.inf if any(s.endswith("*") for s in spec) else len(spec)
-
-
 def _ops(which: str, table: bytes, base: int, operands: list[int], attrs: list[int], g: Graph,
-         memo: dict[tuple, Op]) -> list[Op]:
+         io: dict[str, int], memo: dict[tuple, Op]) -> list[Op]:
+  # Train ops never see the logits buffer, inference never the label or the loss; no op
+  # writes the caller's input or label.
+  unseen = {io["logits"]} if which == "train" else {io["label"], io["loss"]}
+  read_only = {io["input"], io["label"]}
   ops = []
   for i, rec in enumerate(OP.iter_unpack(table)):
     if rec in memo:  # the same record in both lists: the same op, as lower() makes them
@@ -523,9 +544,9 @@ def _ops(which: str, table: bytes, base: int, operands: list[int], attrs: list[i
                       f"beyond the {len(operands)} operands and {len(attrs)} attr slots")
     ins, outs = operands[o0:o0 + nin], operands[o0 + nin:o0 + on]
     for kind, spec, got in (("inputs", d.inputs, ins), ("outputs", d.outputs, outs)):
-      least, most = _arity(spec)
-      if not least <= len(got) <= most:
-        takes = (f"at least {least}" if most == math.inf else str(least) if least == most
+      least, most = opset.arity(spec)
+      if len(got) < least or (most != opset.ANY and len(got) > most):
+        takes = (f"at least {least}" if most == opset.ANY else str(least) if least == most
                  else f"{least} to {most}")
         raise BlobError(f"{where}: {len(got)} {kind}, {d.name} takes {takes} "
                         f"({' '.join(spec)})")
@@ -533,39 +554,55 @@ def _ops(which: str, table: bytes, base: int, operands: list[int], attrs: list[i
       if not 0 <= t < len(g.tensors):
         raise BlobError(f"{where}: operand {k} is tensor {t}, out of range "
                         f"({len(g.tensors)} tensors)")
+    for t in ins + outs:
+      if g.base(t) in unseen:
+        raise BlobError(f"{where}: operand tensor {t} is an io buffer {which} ops never see")
     for t in outs:
-      if g.tensors[g.base(t)].storage == "const":
-        raise BlobError(f"{where}: writes tensor {t}, a constant in flash")
+      if g.tensors[g.base(t)].storage == "const" or g.base(t) in read_only:
+        raise BlobError(f"{where}: writes tensor {t}, a constant or the caller's input")
     op = Op(d.name, ins, outs, _decode_attrs(d, attrs[a0:a0 + an], where))
     memo[rec] = op
     ops.append(op)
   return ops
 
 
-def _plan(g: Graph, train: list[Op], infer: list[Op], locations: list[int],
-          arena: int) -> Plan:
-  """The stored arena offsets with lifetimes over the train ops, checked for overlaps."""
+def _buffers(g: Graph, ops: list[Op], which: str, locations: list[int]) -> dict[int, Buffer]:
+  """The arena buffers of one op list: lifetimes with the stored offsets."""
   try:
-    spans = lifetimes(g, train)
+    spans = lifetimes(g, ops)
   except ValueError as e:
-    raise BlobError(f"train ops: {e}") from None
+    raise BlobError(f"{which} ops: {e}") from None
   buffers = {}
   for t, (first, last) in spans.items():
     if locations[t] < 0:
-      raise BlobError(f"tensor {t} ({g.tensors[t].name}): the train ops use it but it has "
+      raise BlobError(f"tensor {t} ({g.tensors[t].name}): the {which} ops use it but it has "
                       "no arena offset")
     buffers[t] = Buffer(t, buffer_size(g.tensors[t]), first, last, locations[t])
-  for i, op in enumerate(infer):
-    for t in map(g.base, op.inputs + op.outputs):
-      if g.tensors[t].storage == "arena" and t not in buffers:
-        raise BlobError(f"infer op {i} ({op.name}): arena tensor {t} has no planned buffer "
-                        "(the train ops never use it)")
-  p = Plan(buffers, arena, len(train))
-  try:
-    p.check()
-  except AssertionError as e:
-    raise BlobError(f"memory plan: {e}") from None
-  return p
+  return buffers
+
+
+def _plan(g: Graph, train: list[Op], infer: list[Op], locations: list[int], arena: int,
+          io: dict[str, int]) -> Plan:
+  """The stored arena offsets, checked for overlaps over the lifetimes of both op lists;
+  the loss is written before any op writes the state, the logits by inference."""
+  plans = {which: Plan(_buffers(g, ops, which, locations), arena, len(ops))
+           for which, ops in (("train", train), ("infer", infer))}
+  for which, p in plans.items():
+    try:
+      p.check()
+    except AssertionError as e:
+      raise BlobError(f"memory plan of the {which} ops: {e}") from None
+  loss_at = next((i for i, op in enumerate(train) if io["loss"] in map(g.base, op.outputs)),
+                 None)
+  if loss_at is None:
+    raise BlobError("no train op writes the loss")
+  for i, op in enumerate(train[:loss_at]):
+    if any(g.tensors[g.base(t)].storage == "state" for t in op.outputs):
+      raise BlobError(f"train op {i} ({op.name}) writes the state before the loss is known "
+                      f"(train op {loss_at}): a non-finite loss could not stop the step")
+  if not any(io["logits"] in map(g.base, op.outputs) for op in infer):
+    raise BlobError("no infer op writes the logits")
+  return plans["train"]
 
 
 def read(data: bytes | bytearray | memoryview) -> Blob:
@@ -576,21 +613,30 @@ def read(data: bytes | bytearray | memoryview) -> Blob:
   g, locations = _tensors(sec, h)
   operands = np.frombuffer(sec["operands"], "<i4").tolist()
   attrs = np.frombuffer(sec["attrs"], "<i4").tolist()
-  memo: dict[tuple, Op] = {}
-  train = _ops("train", sec["train_ops"], h["train_ops_offset"], operands, attrs, g, memo)
-  infer = _ops("infer", sec["infer_ops"], h["infer_ops_offset"], operands, attrs, g, memo)
   io = {}
   for k, dtype in IO_DTYPES.items():
     t = h[k]
     if not (0 <= t < len(g.tensors) and g.tensors[t].storage == "io"
-            and g.tensors[t].dtype == dtype):
+            and g.tensors[t].dtype == dtype and g.tensors[t].alias is None
+            and t not in io.values()):
       raise BlobError(f"io {k}: tensor {t} (header byte {HEADER_AT[k]}) is not an {dtype} "
-                      "io tensor")
+                      "io tensor of its own")
     io[k] = t
   shapes = {k: g.tensors[t].shape for k, t in io.items()}
-  if len(shapes["logits"]) == 0 or math.prod(shapes["loss"]) != 1 \
-      or math.prod(shapes["label"]) != 1:
-    raise BlobError(f"io shapes {shapes}: logits need an axis, loss and label one element")
+  if (shapes["input"][:1] != (1,) or shapes["logits"][:1] != (1,) or shapes["logits"][-1] < 1
+          or math.prod(shapes["loss"]) != 1 or math.prod(shapes["label"]) != 1):
+    raise BlobError(f"io shapes {shapes}: input and logits lead with a batch axis of 1, loss "
+                    "and label hold one element")
+  for t in g.tensors:
+    if t.storage == "io" and g.base(t.id) not in io.values():
+      raise BlobError(f"tensor {t.id}: an io tensor that is none of {sorted(io)}")
+  memo: dict[tuple, Op] = {}
+  train = _ops("train", sec["train_ops"], h["train_ops_offset"], operands, attrs, g, io, memo)
+  infer = _ops("infer", sec["infer_ops"], h["infer_ops_offset"], operands, attrs, g, io, memo)
+  for k in OPT_FLOATS:
+    if not -3.0e38 <= h[k] <= 3.0e38:
+      raise BlobError(f"optimizer {k} = {h[k]} (header byte {HEADER_AT[k]}): not a finite "
+                      "float32")
   opt = {"kind": _enum(OPTIMIZERS, h["optimizer"], "optimizer"), "momentum": h["momentum"],
          "b1": h["b1"], "b2": h["b2"], "eps": h["eps"],
          "schedule": _enum(SCHEDULES, h["schedule"], "schedule"), "lr": h["lr"],
@@ -599,7 +645,7 @@ def read(data: bytes | bytearray | memoryview) -> Blob:
     raise BlobError(f"a cosine schedule over 0 steps (header byte {HEADER_AT['steps']})")
   return Blob(h, _string(sec["strings"], h["name"], "program name"), g, train, infer, io, opt,
               _enum(ROUNDINGS, h["rounding"], "rounding"), h["seed"],
-              _plan(g, train, infer, locations, h["arena_bytes"]), locations)
+              _plan(g, train, infer, locations, h["arena_bytes"], io), locations)
 
 
 def load(src: str | PathLike | bytes | bytearray | memoryview) -> Program:

@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from jaxtiny.errors import NonFiniteLossError
 from lowering import kernels as K
+from lowering import mathf
 from lowering.bottleneck_bw import trained
 from lowering.ir import NUMPY, Graph, Op
 
@@ -80,10 +82,18 @@ class Executor:
     bits = np.unpackbits(self.get(tid), count=t.elements, bitorder="little")
     return np.where(bits.reshape(t.shape) == 1, lo + 1, lo).astype(np.int8)
 
-  def run(self, ops: list[Op], io: Env) -> None:
+  def run(self, ops: list[Op], io: Env, loss: int | None = None) -> None:
+    """Run `ops`; with `loss`, stop with NonFiniteLossError right after the op that writes
+    that tensor if its value is not finite (the plan writes no state before it)."""
     self.env = dict(io)
     for op in ops:
       KERNELS[op.name](self, op)
+      if loss is not None and loss in op.outputs:
+        value = self.env[loss]
+        if not np.all(np.isfinite(value)):
+          raise NonFiniteLossError(f"the loss is {float(value.reshape(-1)[0])}: the step "
+                                   "stopped before any update, the state is unchanged")
+        loss = None
 
 
 # --- int8 forward ---------------------------------------------------------------------------
@@ -280,7 +290,10 @@ def _update(ex: Executor, op: Op, grad: np.ndarray, p_index: int) -> None:
 def _step(ex: Executor, pid: int, p_id: int, inv_id: int, slot_ids: list[int], step_id: int,
           grad: np.ndarray, row: int | None = None) -> None:
   """Optimizer step in real units (QAS factor per output channel), rounding, in place; of
-  the whole parameter, or of one output channel `row` (grad: that row's gradient)."""
+  the whole parameter, or of one output channel `row` (grad: that row's gradient).
+
+  Per element, where the delta or a new optimizer slot is not finite, the parameter and
+  its slots keep their old values: no NaN or infinity ever reaches the stored state."""
   o = ex.optimizer
   p_all = ex.get(p_id)
   rows = slice(None) if row is None else slice(row, row + 1)
@@ -289,11 +302,17 @@ def _step(ex: Executor, pid: int, p_id: int, inv_id: int, slot_ids: list[int], s
   slots = [ex.get(i)[rows] for i in slot_ids]
   step = int(ex.get(step_id))
   lr = K.learning_rate(o["schedule"], o["lr"], o["steps"], o["final"], step)
-  d_real, new = K.optimizer_step(o["kind"], grad * inv, slots, lr, step, o["momentum"],
-                                 o["b1"], o["b2"], o["eps"])
+  with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+    d_real, new = K.optimizer_step(o["kind"], grad * inv, slots, lr, step, o["momentum"],
+                                   o["b1"], o["b2"], o["eps"])
+    delta = d_real * inv
+  ok = np.isfinite(delta)
+  for v in new:
+    ok &= np.isfinite(v)
   u = None if ex.rounding == "nearest" else K.hash_uniform(
     ex.seed, step, pid, p.size, 0 if row is None else row * p.size)
-  new_p = K.apply_update(p, d_real * inv, u)
+  new_p = np.where(ok, K.apply_update(p, np.where(ok, delta, np.float32(0)), u), p)
+  new = [np.where(ok, v, s) for v, s in zip(new, slots, strict=True)]
   if row is None:
     ex.set(p_id, new_p)
     for t, v in zip(slot_ids, new, strict=True):
@@ -329,20 +348,101 @@ def _bias_update(ex: Executor, op: Op) -> None:
 
 
 # --- small ops of the loss ------------------------------------------------------------------
+# Each op is defined here explicitly for every dtype a verified blob can give it (the C
+# runtime, runtime_c/src/jt_loss_ops.c, matches bit for bit), including where numpy is
+# ill-defined or platform-dependent: float math is lowering.mathf (numpy's exp/log/pow
+# differ from any C library's in the last bit); 32-bit integer add/sub/mul/neg/abs wrap;
+# integer division truncates, x / 0 = -1 (all bits set), INT32_MIN / -1 = INT32_MIN;
+# float -> int casts truncate and saturate, NaN -> 0; max/min propagate NaN and order
+# -0 < +0; a float sum is a running sum in row-major order (not numpy's pairwise sum).
 
-def _logistic(x: np.ndarray) -> np.ndarray:
+_U32 = np.uint32
+
+
+def _wrap(f: Callable) -> Callable:
+  """A 32-bit integer op on the uint32 bits (wraps around; no overflow warning)."""
+  def op(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+    dt = np.asarray(a).dtype
+    ua = np.asarray(a).view(_U32)
+    r = f(ua) if b is None else f(ua, np.asarray(b).view(_U32))
+    return np.asarray(r, _U32).view(dt)
+
+  return op
+
+
+def _fmax(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+  """NaN if either is NaN; of +0 and -0, +0 (the AND of the bits of equal values)."""
+  a, b = np.broadcast_arrays(np.asarray(a, np.float32), np.asarray(b, np.float32))
+  tie = (np.ascontiguousarray(a).view(_U32) & np.ascontiguousarray(b).view(_U32)).view(np.float32)
+  r = np.where(a > b, a, np.where(b > a, b, tie))
+  return np.where(np.isnan(a), a, np.where(np.isnan(b), b, r)).astype(np.float32)
+
+
+def _fmin(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+  """NaN if either is NaN; of +0 and -0, -0 (the OR of the bits)."""
+  a, b = np.broadcast_arrays(np.asarray(a, np.float32), np.asarray(b, np.float32))
+  tie = (np.ascontiguousarray(a).view(_U32) | np.ascontiguousarray(b).view(_U32)).view(np.float32)
+  r = np.where(a < b, a, np.where(b < a, b, tie))
+  return np.where(np.isnan(a), a, np.where(np.isnan(b), b, r)).astype(np.float32)
+
+
+def _fsign(x: np.ndarray) -> np.ndarray:
+  """1 / -1, and x itself for +-0 and NaN."""
   one = np.float32(1)
-  return one / (one + np.exp(-x))
+  return np.where(x > 0, one, np.where(x < 0, -one, x)).astype(np.float32)
 
 
-_UNARY = {"neg": np.negative, "exp": np.exp, "log": np.log, "floor": np.floor,
-          "not": np.logical_not, "sqrt": np.sqrt, "abs": np.abs, "sign": np.sign,
-          "log1p": np.log1p, "expm1": np.expm1, "logistic": _logistic,
-          "is_finite": np.isfinite, "tanh": np.tanh, "ceil": np.ceil}
-_BINARY = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide,
-           "max": np.maximum, "min": np.minimum, "lt": np.less, "gt": np.greater,
-           "le": np.less_equal, "ge": np.greater_equal, "eq": np.equal, "ne": np.not_equal,
-           "and": np.logical_and, "or": np.logical_or, "pow": np.power}
+def _isign(x: np.ndarray) -> np.ndarray:
+  return ((x > 0).astype(x.dtype) - (x < 0).astype(x.dtype)).astype(x.dtype)
+
+
+def _int_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+  """Truncating division; x / 0 = -1 (all bits set), INT32_MIN / -1 = INT32_MIN."""
+  a, b = np.broadcast_arrays(a, b)
+  dt = a.dtype
+  a64, b64 = a.astype(np.int64), b.astype(np.int64)
+  zero = b64 == 0
+  q = np.abs(a64) // np.where(zero, 1, np.abs(b64))
+  q = np.where((a64 < 0) != (b64 < 0), -q, q)
+  q = np.where(zero, -1, q) & 0xFFFFFFFF  # INT32_MIN / -1 = 2^31 wraps to INT32_MIN
+  return q.astype(np.uint64).astype(_U32).view(dt)
+
+
+# fn -> {input dtype: function}; the output dtype is the op's (bool for is_finite)
+_UNARY: dict[str, dict[str, Callable]] = {
+  "neg": {"f32": np.negative, "i32": _wrap(lambda u: -u), "u32": _wrap(lambda u: -u)},
+  "exp": {"f32": mathf.expf},
+  "log": {"f32": mathf.logf},
+  "floor": {"f32": mathf.floorf},
+  "not": {"bool": np.logical_not, "i32": np.invert, "u32": np.invert},
+  "sqrt": {"f32": mathf.sqrtf},
+  "abs": {"f32": np.abs, "i32": _wrap(lambda u: np.where(u >> _U32(31) == 1, -u, u)),
+          "u32": lambda x: x},
+  "sign": {"f32": _fsign, "i32": _isign, "u32": lambda x: (x > 0).astype(_U32)},
+  "log1p": {"f32": mathf.log1pf},
+  "expm1": {"f32": mathf.expm1f},
+  "logistic": {"f32": mathf.logisticf},
+  "is_finite": {"f32": np.isfinite},
+  "tanh": {"f32": mathf.tanhf},
+  "ceil": {"f32": mathf.ceilf},
+}
+
+_COMPARE = {"lt": np.less, "gt": np.greater, "le": np.less_equal, "ge": np.greater_equal,
+            "eq": np.equal, "ne": np.not_equal}
+_INT_BINARY = {"add": _wrap(lambda a, b: a + b), "sub": _wrap(lambda a, b: a - b),
+               "mul": _wrap(lambda a, b: a * b), "div": _int_div, "max": np.maximum,
+               "min": np.minimum, "and": np.bitwise_and, "or": np.bitwise_or, **_COMPARE}
+_BINARY: dict[str, dict[str, Callable]] = {
+  "f32": {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide,
+          "max": _fmax, "min": _fmin, "pow": mathf.powf, **_COMPARE},
+  "i32": _INT_BINARY,
+  "u32": _INT_BINARY,
+  "bool": {"and": np.logical_and, "or": np.logical_or, **_COMPARE},
+}
+
+
+def _dtype(ex: Executor, tid: int) -> str:
+  return ex.g.tensors[tid].dtype
 
 
 def _out(ex: Executor, op: Op, value: np.ndarray) -> None:
@@ -350,37 +450,78 @@ def _out(ex: Executor, op: Op, value: np.ndarray) -> None:
   ex.set(op.outputs[0], np.asarray(value).astype(NUMPY[t.dtype]).reshape(t.shape))
 
 
+def convert(x: np.ndarray, src: str, dst: str) -> np.ndarray:
+  """The cast op: float -> int truncates toward zero and saturates (NaN -> 0), as XLA;
+  int -> int wraps (two's complement); -> bool is != 0; int -> float rounds to nearest."""
+  x = np.asarray(x)
+  if dst == "bool":
+    return x != 0
+  if src == "bool":
+    return x.astype(NUMPY[dst])
+  if src == "f32" and dst != "f32":
+    lo, hi = {"i32": (-2.0**31, 2.0**31), "u32": (0.0, 2.0**32), "i8": (-128.0, 127.0)}[dst]
+    t = np.trunc(np.clip(np.where(np.isnan(x), 0, x), lo, hi).astype(np.float64))
+    t = np.minimum(t, np.iinfo(NUMPY[dst]).max)  # 2^31, 2^32 saturate to the max
+    return t.astype(np.int64).astype(NUMPY[dst])
+  if dst == "f32":
+    return x.astype(np.float32)  # exact for i8; int32 / uint32 round to nearest once
+  return x.astype(np.int64).astype(NUMPY[dst])  # integers: modulo 2^32 / 2^8
+
+
 @kernel("cast")
 def _cast(ex: Executor, op: Op) -> None:
-  _out(ex, op, ex.get(op.inputs[0]))
+  x = ex.get(op.inputs[0])
+  with np.errstate(invalid="ignore"):
+    _out(ex, op, convert(x, _dtype(ex, op.inputs[0]), _dtype(ex, op.outputs[0])))
 
 
 @kernel("unary")
 def _unary(ex: Executor, op: Op) -> None:
   with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-    _out(ex, op, _UNARY[op.attrs["fn"]](ex.get(op.inputs[0])))
+    f = _UNARY[op.attrs["fn"]][_dtype(ex, op.inputs[0])]
+    _out(ex, op, f(ex.get(op.inputs[0])))
 
 
 @kernel("binary")
 def _binary(ex: Executor, op: Op) -> None:
   a, b = ex.get(op.inputs[0]), ex.get(op.inputs[1])
   with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-    _out(ex, op, _BINARY[op.attrs["fn"]](a, b))
+    _out(ex, op, _BINARY[_dtype(ex, op.inputs[0])][op.attrs["fn"]](a, b))
 
 
 @kernel("select")
 def _select(ex: Executor, op: Op) -> None:
   pred, a, b = (ex.get(i) for i in op.inputs)
-  _out(ex, op, np.where(pred, b, a))
+  _out(ex, op, np.where(pred.astype(bool), b, a))
+
+
+def reduce(x: np.ndarray, fn: str, axes: tuple[int, ...]) -> np.ndarray:
+  """Sum / max / min over `axes`: per output element, a running fold over its reduced
+  elements in row-major order, from the first term (an empty reduction is the identity:
+  +0, -inf, +inf; for integers 0 and the type's bounds). Integer sums wrap."""
+  keep = [a for a in range(x.ndim) if a not in axes]
+  red = sorted(axes)
+  t = np.transpose(x, keep + red).reshape([x.shape[a] for a in keep] + [-1])
+  n = t.shape[-1]
+  if x.dtype == np.float32:
+    f = {"sum": np.add, "max": _fmax, "min": _fmin}[fn]
+    empty = {"sum": 0.0, "max": -np.inf, "min": np.inf}[fn]
+  else:
+    info = np.iinfo(x.dtype)
+    f = {"sum": _wrap(lambda a, b: a + b), "max": np.maximum, "min": np.minimum}[fn]
+    empty = {"sum": 0, "max": info.min, "min": info.max}[fn]
+  if n == 0:
+    return np.full(t.shape[:-1], empty, x.dtype)
+  acc = t[..., 0]
+  for i in range(1, n):
+    acc = f(acc, t[..., i])
+  return np.asarray(acc, x.dtype)
 
 
 @kernel("reduce")
 def _reduce(ex: Executor, op: Op) -> None:
-  x = ex.get(op.inputs[0])
-  if op.attrs["fn"] == "sum":
-    _out(ex, op, np.sum(x, axis=op.attrs["axes"], dtype=x.dtype))
-  else:
-    _out(ex, op, (np.max if op.attrs["fn"] == "max" else np.min)(x, axis=op.attrs["axes"]))
+  with np.errstate(invalid="ignore", over="ignore"):
+    _out(ex, op, reduce(ex.get(op.inputs[0]), op.attrs["fn"], tuple(op.attrs["axes"])))
 
 
 @kernel("broadcast")
@@ -409,11 +550,15 @@ def _last_axis_index(ex: Executor, op: Op) -> tuple[np.ndarray, int | None]:
   return x, i if 0 <= i < x.shape[-1] else None
 
 
+# Out of range, take_last gives JAX's fill value of gather in FILL_OR_DROP mode.
+FILL = {"f32": np.nan, "i32": -2**31, "u32": 2**32 - 1, "i8": -128, "bool": True}
+
+
 @kernel("take_last")
 def _take_last(ex: Executor, op: Op) -> None:
   x, i = _last_axis_index(ex, op)
-  # Out of range: NaN, as JAX's gather in FILL_OR_DROP mode.
-  _out(ex, op, x[..., i] if i is not None else np.full(x.shape[:-1], np.nan, x.dtype))
+  fill = FILL[_dtype(ex, op.inputs[0])]
+  _out(ex, op, x[..., i] if i is not None else np.full(x.shape[:-1], fill, x.dtype))
 
 
 @kernel("scatter_add_last")
@@ -421,5 +566,9 @@ def _scatter_add_last(ex: Executor, op: Op) -> None:
   x, i = _last_axis_index(ex, op)
   y = x.copy()
   if i is not None:  # out of range: dropped, as JAX's scatter in FILL_OR_DROP mode
-    y[..., i] += ex.get(op.inputs[2]).reshape(x.shape[:-1])
+    v = ex.get(op.inputs[2]).reshape(x.shape[:-1])
+    if x.dtype == np.float32:
+      y[..., i] += v
+    else:
+      y[..., i] = _wrap(lambda a, b: a + b)(np.ascontiguousarray(y[..., i]), v)
   _out(ex, op, y)

@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
+from lowering import mathf
+
 INT8_MIN, INT8_MAX = -128, 127
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
@@ -732,16 +734,20 @@ def merge_channels(w: np.ndarray, w_sel: np.ndarray, axis: int,
 
 
 # --- the parameter update (jaxtiny.optim.update) ------------------------------------------
-# Float32 throughout, in the order jaxtiny's update primitive computes; transcendental
-# functions (cos of a cosine schedule, b**k of Adam) may differ from XLA by an ulp.
+# Float32 throughout, in the order jaxtiny's update primitive computes. The transcendental
+# functions (cos of a cosine schedule, b**k of Adam) are lowering.mathf's, the C runtime's
+# bit for bit (runtime_c/src/jt_update.c); they may differ from XLA's by an ulp.
 
 
 def learning_rate(kind: str, lr: float, steps: int, final: float, step: int) -> np.float32:
-  """constant: lr; cosine: final + (lr - final)/2 * (1 + cos(pi * min(step/steps, 1)))."""
+  """constant: lr; cosine: final + (lr - final)/2 * (1 + cos(pi * min(step/steps, 1))).
+
+  float32 throughout but for the amplitude (lr - final)/2, formed in float64 and rounded
+  once; cos is mathf.cosf (the C runtime's jt_cosf, bit for bit)."""
   if kind == "constant":
     return np.float32(lr)
   t = np.minimum(np.float32(step) / np.float32(steps), np.float32(1))
-  c = np.float32(1) + np.cos(np.float32(np.pi) * t, dtype=np.float32)
+  c = np.float32(1) + np.float32(mathf.cosf(np.float32(np.pi) * t))
   return np.float32(np.float32(0.5 * (lr - final)) * c + np.float32(final))
 
 
@@ -749,7 +755,10 @@ def optimizer_step(kind: str, g: np.ndarray, slots: list[np.ndarray], lr: np.flo
                    step: int, momentum: float, b1: float, b2: float,
                    eps: float) -> tuple[np.ndarray, list[np.ndarray]]:
   """(real step, new slots) from a float32 gradient in real units: SGD (momentum: one
-  slot m), Adam (slots m, v)."""
+  slot m), Adam (slots m, v). Elementwise float32 in numpy's evaluation order (the C
+  runtime's jt_update_apply repeats it operation for operation); b**k is mathf.powf, sqrt
+  the correctly rounded np.sqrt. Non-finite values are returned as they come: the caller
+  keeps such an element's old parameter and slots (executor._step)."""
   f = np.float32
   if kind == "sgd":
     if not momentum:
@@ -760,9 +769,9 @@ def optimizer_step(kind: str, g: np.ndarray, slots: list[np.ndarray], lr: np.flo
   m = b1f * slots[0] + (f(1) - b1f) * g
   v = b2f * slots[1] + (f(1) - b2f) * g * g
   k = f(step) + f(1)
-  mhat = m / (f(1) - b1f ** k)
-  vhat = v / (f(1) - b2f ** k)
-  return lr * mhat / (np.sqrt(vhat) + f(eps)), [m, v]
+  mhat = m / (f(1) - f(mathf.powf(b1f, k)))
+  vhat = v / (f(1) - f(mathf.powf(b2f, k)))
+  return (lr * mhat) / (np.sqrt(vhat) + f(eps)), [m, v]
 
 
 def hash_uniform(seed: int, step: int, param: int, n: int, start: int = 0) -> np.ndarray:

@@ -36,9 +36,13 @@ def _channelwise(g: Graph, op: Op) -> bool:
           and gt.shape == out.shape)
 
 
+def buffer_bytes(nbytes: int) -> int:
+  """Arena bytes of a buffer of `nbytes`: rounded up to ALIGN (at least ALIGN)."""
+  return (max(1, nbytes) + ALIGN - 1) // ALIGN * ALIGN
+
+
 def buffer_size(t: Tensor) -> int:
-  """Arena bytes of a tensor: its size rounded up to ALIGN (at least ALIGN)."""
-  return (max(1, t.nbytes) + ALIGN - 1) // ALIGN * ALIGN
+  return buffer_bytes(t.nbytes)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,29 @@ def _infer_ops(g: Graph, ops: list[Op], logits8: int) -> list[Op]:
   return keep[::-1]
 
 
+def check_input(x8: Any, shape: tuple[int, ...]) -> np.ndarray:
+  """One int8 input of `shape`, as a batch of one."""
+  x8 = np.asarray(x8)
+  if x8.dtype != np.int8:
+    raise InputError(f"the program takes an int8 input, got {x8.dtype}")
+  if x8.shape != shape:
+    raise InputError(f"the program takes one input of shape {shape}, got {x8.shape}")
+  return x8.reshape((1, *x8.shape))
+
+
+def check_label(label: Any, classes: int) -> np.ndarray:
+  """An integer scalar or a shape-(1,) integer array (what `Trainer.step` takes at batch
+  1), in [0, classes)."""
+  a = np.asarray(label)
+  if a.dtype.kind not in "iu" or a.shape not in ((), (1,)):
+    raise InputError(f"label must be an integer scalar or an integer array of shape (1,), "
+                     f"got {type(label).__name__} {a.dtype}{list(a.shape)}: {label!r}")
+  v = int(a.reshape(-1)[0])
+  if not 0 <= v < classes:
+    raise InputError(f"label must lie in [0, {classes}), got {v}")
+  return np.array([v], np.int32)
+
+
 class Program:
   """A lowered training step: tensors, the train and infer op lists, the optimizer."""
 
@@ -74,37 +97,30 @@ class Program:
   def input_shape(self) -> tuple[int, ...]:
     return self.graph.tensors[self.io["input"]].shape[1:]
 
-  def _input(self, x8: Any) -> np.ndarray:
-    x8 = np.asarray(x8)
-    if x8.dtype != np.int8:
-      raise InputError(f"the program takes an int8 input, got {x8.dtype}")
-    if x8.shape != self.input_shape:
-      raise InputError(f"the program takes one input of shape {self.input_shape}, got "
-                       f"{x8.shape}")
-    return x8.reshape((1, *x8.shape))
-
-  def _label(self, label: Any) -> np.ndarray:
-    """An integer scalar or a shape-(1,) integer array (what `Trainer.step` takes at batch
-    1), in [0, classes)."""
-    a = np.asarray(label)
-    if a.dtype.kind not in "iu" or a.shape not in ((), (1,)):
-      raise InputError(f"label must be an integer scalar or an integer array of shape (1,), "
-                       f"got {type(label).__name__} {a.dtype}{list(a.shape)}: {label!r}")
-    n = self.graph.tensors[self.io["logits"]].shape[-1]
-    v = int(a.reshape(-1)[0])
-    if not 0 <= v < n:
-      raise InputError(f"label must lie in [0, {n}), got {v}")
-    return np.array([v], np.int32)
-
   def train_step(self, x8: Any, label: Any) -> float:
-    """One training step on one example with the reference executor; returns the loss."""
-    io = {self.io["input"]: self._input(x8), self.io["label"]: self._label(label)}
-    self._ex.run(self.train_ops, io)
+    """One training step on one example with the reference executor; returns the loss.
+    A loss that is not finite raises NonFiniteLossError before any update runs."""
+    io = {self.io["input"]: check_input(x8, self.input_shape),
+          self.io["label"]: check_label(label, self.classes)}
+    self._ex.run(self.train_ops, io, loss=self.io["loss"])
     return float(self._ex.env[self.io["loss"]])
+
+  @property
+  def classes(self) -> int:
+    return self.graph.tensors[self.io["logits"]].shape[-1]
+
+  def runtime(self):
+    """This program on the host build of the C runtime (`lowering.CRuntime`), from its
+    current state: the same calls as the reference executor's, bit for bit what a board
+    computes."""
+    from lowering.blob import encode  # lowering.blob builds Programs: import it late
+    from lowering.cruntime import CRuntime
+
+    return CRuntime(encode(self, "current"))
 
   def infer(self, x8: Any) -> np.ndarray:
     """int8 logits of one input, with the current trained state."""
-    self._ex.run(self.infer_ops, {self.io["input"]: self._input(x8)})
+    self._ex.run(self.infer_ops, {self.io["input"]: check_input(x8, self.input_shape)})
     return self._ex.get(self.io["logits"])[0].copy()
 
   def cost(self) -> UpdateCost:
@@ -186,15 +202,14 @@ def lower(trainer, name: str | None = None, *, reorder_updates: bool = True,
   ops = fuse_bottlenecks(g, lw.ops()) if band else lw.ops()
   if channelwise:
     ops = fuse_bottleneck_backward(g, ops)
-  if reorder_updates:
-    ops = reorder(g, ops)
-  if in_place:
-    share_in_place(g, ops)
   casts = [op for op in ops if op.name == "cast" and g.tensors[op.inputs[0]].dtype == "i8"]
   if len(casts) != 1:
     raise UnsupportedError("lowering: the loss must read the int8 logits exactly once "
                            f"(found {len(casts)} dequantizations)")
   logits8 = casts[0].inputs[0]
+  ops = reorder(g, ops, io["loss"], logits8, updates_early=reorder_updates)
+  if in_place:
+    share_in_place(g, ops)
   infer = _infer_ops(g, [op for op in ops if op.name not in ("mask_s8", "gather_channels_s8")],
                      logits8)
   io["logits"] = g.add("logits", g.tensors[logits8].shape, "i8", "io")

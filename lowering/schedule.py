@@ -41,14 +41,42 @@ def dependencies(g: Graph, ops: list[Op]) -> list[set[int]]:
   return deps
 
 
-def reorder(g: Graph, ops: list[Op]) -> list[Op]:
+def ancestors(g: Graph, ops: list[Op], tensor: int) -> set[int]:
+  """Indices of the ops that `tensor`'s value depends on (its writer included)."""
   deps = dependencies(g, ops)
+  todo = [i for i, op in enumerate(ops) if any(g.base(t) == g.base(tensor) for t in op.outputs)]
+  seen: set[int] = set()
+  while todo:
+    i = todo.pop()
+    if i not in seen:
+      seen.add(i)
+      todo.extend(deps[i])
+  return seen
+
+
+def reorder(g: Graph, ops: list[Op], loss: int, logits: int,
+            updates_early: bool = True) -> list[Op]:
+  """A topological order in which nothing writes the state before the loss is known (so a
+  step whose loss is not finite can stop before any update): the loss's own ops (those
+  after the logits) run as soon as they are ready, and so does each update when
+  `updates_early`; every other op keeps its original relative order."""
+  deps = dependencies(g, ops)
+  writer = [i for i, op in enumerate(ops) if any(g.base(t) == g.base(loss) for t in op.outputs)]
+  for i, op in enumerate(ops):
+    if any(g.tensors[g.base(t)].storage == "state" for t in op.outputs):
+      deps[i].update(writer)
+  chain = ancestors(g, ops, loss) - ancestors(g, ops, logits)
+
+  def rank(i: int) -> tuple[int, int]:
+    urgent = i in chain or (updates_early and ops[i].name in UPDATES)
+    return (0 if urgent else 1), i
+
   waiting = [len(d) for d in deps]
   users: list[list[int]] = [[] for _ in ops]
   for i, d in enumerate(deps):
     for j in d:
       users[j].append(i)
-  ready = [((0 if ops[i].name in UPDATES else 1), i) for i, n in enumerate(waiting) if n == 0]
+  ready = [rank(i) for i, n in enumerate(waiting) if n == 0]
   heapq.heapify(ready)
   order = []
   while ready:
@@ -57,7 +85,7 @@ def reorder(g: Graph, ops: list[Op]) -> list[Op]:
     for u in users[i]:
       waiting[u] -= 1
       if waiting[u] == 0:
-        heapq.heappush(ready, ((0 if ops[u].name in UPDATES else 1), u))
+        heapq.heappush(ready, rank(u))
   if len(order) != len(ops):
     raise AssertionError("the op list has a dependency cycle")
   return order

@@ -26,6 +26,19 @@ class SmallNet(nn.Module):
     return nn.Dense(4)(x.mean(axis=(1, 2)))
 
 
+class BlockNet(nn.Module):
+  """A stem and two inverted bottlenecks (expand 1x1, depthwise 3x3, project 1x1)."""
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.relu6(nn.Conv(8, (3, 3))(x))
+    h = nn.relu6(nn.Conv(16, (3, 3), feature_group_count=16)(nn.relu6(nn.Conv(16, (1, 1))(x))))
+    x = nn.Conv(8, (1, 1))(h) + x
+    h = nn.relu6(nn.Conv(16, (1, 1))(x))
+    h = nn.relu6(nn.Conv(16, (3, 3), strides=2, feature_group_count=16)(h))
+    return nn.Dense(4)(nn.Conv(8, (1, 1))(h).mean(axis=(1, 2)))
+
+
 def quantize_8x8x2(module: nn.Module) -> jt.QModel:
   v = jax.jit(module.init)(jax.random.key(0), jnp.zeros((1, 8, 8, 2)))
   x = np.random.default_rng(0).normal(size=(32, 8, 8, 2)).astype(np.float32)

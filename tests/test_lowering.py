@@ -1,7 +1,6 @@
 """Lowering the training step: op list, fusions, and the reference executor vs the JAX
 simulation (inference bit-exact; trained parameters identical up to rounding boundaries)."""
 
-import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -10,7 +9,14 @@ import jaxtiny as jt
 from lowering import kernels as K
 from lowering import opset
 
-from helpers import BOUNDARY_FRACTION, SmallNet, carry_state, labelled_batch, quantize_8x8x2
+from helpers import (
+  BOUNDARY_FRACTION,
+  BlockNet,
+  SmallNet,
+  carry_state,
+  labelled_batch,
+  quantize_8x8x2,
+)
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +128,7 @@ def test_program_checks_its_input(qm, data):
 
 
 def test_opcode_header_is_generated_from_the_table():
+  assert opset.RULES.read_text() == opset.c_rules()
   assert opset.HEADER.read_text() == opset.c_header()
   ids = [op.id for op in opset.OPS]
   assert len(set(ids)) == len(ids) and max(ids) <= opset.LAST_USED_ID
@@ -176,19 +183,6 @@ def test_banded_bottleneck_equals_three_convs(h, w, k1, s1, p1, kd, sd, pd):
   whole = K.conv2d(K.conv2d(K.conv2d(x, **expand, groups=1), **dw, groups=12), **project,
                    groups=1)
   np.testing.assert_array_equal(K.bottleneck(x, expand, dw, project), whole)
-
-
-class BlockNet(nn.Module):
-  """A stem and two inverted bottlenecks (expand 1x1, depthwise 3x3, project 1x1)."""
-
-  @nn.compact
-  def __call__(self, x):
-    x = nn.relu6(nn.Conv(8, (3, 3))(x))
-    h = nn.relu6(nn.Conv(16, (3, 3), feature_group_count=16)(nn.relu6(nn.Conv(16, (1, 1))(x))))
-    x = nn.Conv(8, (1, 1))(h) + x
-    h = nn.relu6(nn.Conv(16, (1, 1))(x))
-    h = nn.relu6(nn.Conv(16, (3, 3), strides=2, feature_group_count=16)(h))
-    return nn.Dense(4)(nn.Conv(8, (1, 1))(h).mean(axis=(1, 2)))
 
 
 @pytest.fixture(scope="module")

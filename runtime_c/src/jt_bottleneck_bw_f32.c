@@ -1,0 +1,273 @@
+/* Backward of an inverted bottleneck, one expanded channel at a time: kernel, adapter,
+ * check (see jt_bottleneck_bw_f32.h). */
+#include "jt_bottleneck_bw_f32.h"
+
+#include "jt_internal.h"
+#include "jt_update.h"
+
+static inline uint32_t bit(const uint8_t *mask, uint32_t e) {
+  return (uint32_t)(mask[e >> 3] >> (e & 7u)) & 1u;
+}
+
+/* ((t0 + t1) + t2) + ...: kernels._running_sum, from the first term */
+static float running_sum(const float *t, uint32_t n) {
+  float s;
+  uint32_t q;
+  if (n == 0u) return 0.0f;
+  s = t[0];
+  for (q = 1; q < n; q++) s += t[q];
+  return s;
+}
+
+uint32_t jt_bottleneck_bw_f32_get_buffer_size(const jt_bottleneck_bw_f32_params *p) {
+  return (p->ho * p->wo + p->he * p->we) * (uint32_t)sizeof(float);
+}
+
+jt_status jt_bottleneck_bw_f32(const jt_bottleneck_bw_f32_params *p) {
+  const uint32_t nd = p->ho * p->wo, ne = p->he * p->we, C = p->c;
+  float *gd = p->scratch, *ge = p->scratch + nd;
+  uint32_t c, q, o, e, i, j, y, x, kk;
+  if (p->gx != NULL)
+    for (e = 0; e < ne * p->k; e++) p->gx[e] = 0.0f;
+  for (c = 0; c < C; c++) {
+    const float md = p->m_d[p->m_d_per_channel ? c : 0u];
+    const float me = p->m_e[p->m_e_per_channel ? c : 0u];
+    /* the project's input gradient of channel c (a 1x1 conv2d_bw_input: +0.0f, then
+     * output channels ascending), through the depthwise requantization */
+    for (q = 0; q < nd; q++) {
+      float s = 0.0f;
+      for (o = 0; o < p->o; o++) s += p->g[q * p->o + o] * (float)p->w3[o * C + c];
+      gd[q] = bit(p->mask_d, q * C + c) ? s * md : 0.0f;
+    }
+    p->gb_d[c] = running_sum(gd, nd);
+    /* the depthwise input gradient of channel c: taps outermost keep each element's
+     * tap order (one output reaches an element per tap) */
+    for (e = 0; e < ne; e++) ge[e] = 0.0f;
+    for (i = 0; i < p->kh; i++) {
+      for (j = 0; j < p->kw; j++) {
+        const float wv = (float)p->w2[(c * p->kh + i) * p->kw + j];
+        for (y = 0; y < p->ho; y++) {
+          const int32_t iy = (int32_t)(y * (uint32_t)p->stride_h + i) - p->pad_top;
+          if (iy < 0 || (uint32_t)iy >= p->he) continue;
+          for (x = 0; x < p->wo; x++) {
+            const int32_t ix = (int32_t)(x * (uint32_t)p->stride_w + j) - p->pad_left;
+            if (ix < 0 || (uint32_t)ix >= p->we) continue;
+            ge[(uint32_t)iy * p->we + (uint32_t)ix] += gd[y * p->wo + x] * wv;
+          }
+        }
+      }
+    }
+    for (e = 0; e < ne; e++) ge[e] = bit(p->mask_e, e * C + c) ? ge[e] * me : 0.0f;
+    p->gb_e[c] = running_sum(ge, ne);
+    /* the block input's gradient sums the channels ascending; it reads row c of w1
+     * before that row's update below */
+    if (p->gx != NULL) {
+      for (kk = 0; kk < p->k; kk++) {
+        const float wv = (float)jt_weight_s8_at(&p->w1, c * p->k + kk);
+        for (e = 0; e < ne; e++) p->gx[e * p->k + kk] += ge[e] * wv;
+      }
+    }
+    /* the expand weight's row c: conv2d_bw_weight of a 1x1 conv, one running sum over
+     * the positions per element, from the first term */
+    if (p->x != NULL && p->on_grad != NULL) {
+      const float z = (float)p->x_zero;
+      for (kk = 0; kk < p->kx; kk++) {
+        float s = 0.0f;
+        for (e = 0; e < ne; e++) {
+          const float t = ge[e] * ((float)p->x[e * p->kx + kk] - z);
+          s = e == 0u ? t : s + t;
+        }
+        p->on_grad(p->on_grad_ctx, c * p->kx + kk, s);
+      }
+    }
+  }
+  return JT_OK;
+}
+
+/* --- adapter and check ----------------------------------------------------------------------
+ * g w3 mask_d m_d w2 mask_e m_e w1 w1_sel? sel? x? inv? state* step?
+ *   -> scratch gb_d gb_e gx? w1? state*
+ * attrs: d_strides@0 d_padding@2 gx@6 sel_axis?@7 pid?@9 x_zero?@11 */
+
+enum { IN_G, IN_W3, IN_MASK_D, IN_M_D, IN_W2, IN_MASK_E, IN_M_E, IN_W1, IN_W1_SEL, IN_SEL };
+
+static void apply_update(void *ctx, uint32_t index, float grad) {
+  jt_update_apply((const jt_update_ctx *)ctx, index, grad);
+}
+
+/* Where the optional operands are (after the generic checks' arity). */
+typedef struct {
+  int sel, gx, pid;
+  uint32_t upd;      /* first update input: x, then inv, state..., step */
+  uint32_t n_slots;
+} layout;
+
+static int get_layout(const jt_op *op, layout *l) {
+  const int32_t *a = op->attr;
+  if ((a[6] != 0 && a[6] != 1) || (a[7] != 0 && a[7] != 1) || (a[9] != 0 && a[9] != 1) ||
+      a[11] != a[9])
+    return 0;
+  l->gx = a[6];
+  l->sel = a[7];
+  l->pid = a[9];
+  l->upd = l->sel ? 10u : 8u;
+  l->n_slots = 0;
+  if (l->pid) {
+    if (op->n_in < l->upd + 3u) return 0;
+    l->n_slots = op->n_in - l->upd - 3u;
+  } else if (op->n_in != l->upd) {
+    return 0;
+  }
+  return op->n_out == 3u + (uint32_t)l->gx + (l->pid ? 1u + l->n_slots : 0u);
+}
+
+jt_status jt_op_bottleneck_bw_f32(jt_runtime *rt, const jt_op *op) {
+  const int32_t *a = op->attr;
+  jt_bottleneck_bw_f32_params p;
+  jt_update_ctx ctx;
+  layout l;
+  (void)get_layout(op, &l);  /* verified */
+  jt_bw_weight_fill(rt, op->in[IN_W1], l.sel, l.sel ? op->in[IN_W1_SEL] : -1,
+                    l.sel ? op->in[IN_SEL] : -1, a[8], 4, &p.w1);
+  p.g = (const float *)jt_data(rt, op->in[IN_G]);
+  p.w3 = (const int8_t *)jt_data(rt, op->in[IN_W3]);
+  p.mask_d = (const uint8_t *)jt_data(rt, op->in[IN_MASK_D]);
+  p.m_d = (const float *)jt_data(rt, op->in[IN_M_D]);
+  p.w2 = (const int8_t *)jt_data(rt, op->in[IN_W2]);
+  p.mask_e = (const uint8_t *)jt_data(rt, op->in[IN_MASK_E]);
+  p.m_e = (const float *)jt_data(rt, op->in[IN_M_E]);
+  p.scratch = (float *)jt_data(rt, op->out[0]);
+  p.gb_d = (float *)jt_data(rt, op->out[1]);
+  p.gb_e = (float *)jt_data(rt, op->out[2]);
+  p.gx = l.gx ? (float *)jt_data(rt, op->out[3]) : NULL;
+  p.o = jt_dim(rt, op->in[IN_G], 3);
+  p.c = jt_dim(rt, op->in[IN_W2], 0);
+  p.k = p.w1.dims[3];
+  p.ho = jt_dim(rt, op->in[IN_G], 1);
+  p.wo = jt_dim(rt, op->in[IN_G], 2);
+  p.he = jt_dim(rt, op->in[IN_MASK_E], 1);
+  p.we = jt_dim(rt, op->in[IN_MASK_E], 2);
+  p.kh = jt_dim(rt, op->in[IN_W2], 1);
+  p.kw = jt_dim(rt, op->in[IN_W2], 2);
+  p.stride_h = a[0];
+  p.stride_w = a[1];
+  p.pad_top = a[2];
+  p.pad_left = a[4];
+  p.m_d_per_channel = jt_numel(rt, op->in[IN_M_D]) != 1u;
+  p.m_e_per_channel = jt_numel(rt, op->in[IN_M_E]) != 1u;
+  p.x = NULL;
+  p.on_grad = NULL;
+  p.on_grad_ctx = NULL;
+  p.kx = 0;
+  p.x_zero = 0;
+  if (l.pid) {
+    const int32_t x = op->in[l.upd], param = op->in[l.sel ? IN_W1_SEL : IN_W1];
+    jt_update_begin(&ctx, rt, a[10], param, op->in[l.upd + 1u], &op->in[l.upd + 2u],
+                    l.n_slots, op->in[op->n_in - 1u]);
+    p.x = (const int8_t *)jt_data(rt, x);
+    p.kx = jt_dim(rt, x, 3);
+    p.x_zero = a[12];
+    p.on_grad = apply_update;
+    p.on_grad_ctx = &ctx;
+  }
+  return jt_bottleneck_bw_f32(&p);
+}
+
+/* A tensor of this dtype and exact shape (rank 4 or less). */
+static jt_status want4(const jt_runtime *rt, int32_t id, uint32_t dtype, uint32_t rank,
+                       uint32_t d0, uint32_t d1, uint32_t d2, uint32_t d3) {
+  const uint32_t d[4] = {d0, d1, d2, d3};
+  uint32_t k;
+  jt_status s = jt_bw_want(rt, id, dtype, rank);
+  if (s != JT_OK) return s;
+  for (k = 0; k < rank; k++)
+    if (jt_dim(rt, id, k) != d[k]) return JT_E_SHAPE;
+  return JT_OK;
+}
+
+static jt_status multiplier(const jt_runtime *rt, int32_t m, uint32_t c) {
+  /* the reference reshapes m to (-1,): one value, or one per channel */
+  if (jt_t(rt, m)->dtype != JT_DTYPE_F32) return JT_E_DTYPE;
+  if (jt_numel(rt, m) != 1u && jt_numel(rt, m) != c) return JT_E_SHAPE;
+  return jt_bw_finite_if_const(rt, m) ? JT_OK : JT_E_ATTR;
+}
+
+jt_status jt_check_bottleneck_bw_f32(const jt_runtime *rt, const jt_op *op) {
+  const int32_t *a = op->attr;
+  const int32_t g = op->in[IN_G], w3 = op->in[IN_W3], w2 = op->in[IN_W2];
+  const int32_t mask_e = op->in[IN_MASK_E];
+  jt_weight_s8 w1;
+  jt_status s;
+  layout l;
+  uint32_t o, c, k, ho, wo, he, we, dh, dw, q, r, n_plain;
+  if ((a[6] != 0 && a[6] != 1) || (a[7] != 0 && a[7] != 1) || (a[9] != 0 && a[9] != 1) ||
+      a[11] != a[9])
+    return JT_E_ATTR;  /* presence slots 0/1; x_zero exactly when pid */
+  if (!get_layout(op, &l)) return JT_E_OPERANDS;
+  if ((s = jt_bw_want(rt, g, JT_DTYPE_F32, 4)) != JT_OK) return s;
+  if ((s = jt_bw_want(rt, w2, JT_DTYPE_I8, 4)) != JT_OK) return s;
+  if ((s = jt_bw_want(rt, mask_e, JT_DTYPE_BIT, 4)) != JT_OK) return s;
+  o = jt_dim(rt, g, 3);
+  ho = jt_dim(rt, g, 1);
+  wo = jt_dim(rt, g, 2);
+  c = jt_dim(rt, w2, 0);
+  he = jt_dim(rt, mask_e, 1);
+  we = jt_dim(rt, mask_e, 2);
+  if (jt_dim(rt, g, 0) != 1u || jt_dim(rt, w2, 3) != 1u) return JT_E_SHAPE;
+  if ((s = want4(rt, w3, JT_DTYPE_I8, 4, o, 1, 1, c)) != JT_OK) return s;
+  if ((s = want4(rt, op->in[IN_MASK_D], JT_DTYPE_BIT, 4, 1, ho, wo, c)) != JT_OK) return s;
+  if ((s = want4(rt, mask_e, JT_DTYPE_BIT, 4, 1, he, we, c)) != JT_OK) return s;
+  if ((s = multiplier(rt, op->in[IN_M_D], c)) != JT_OK) return s;
+  if ((s = multiplier(rt, op->in[IN_M_E], c)) != JT_OK) return s;
+  if ((s = jt_bw_weight_bind(rt, op->in[IN_W1], l.sel, l.sel ? op->in[IN_W1_SEL] : -1,
+                             l.sel ? op->in[IN_SEL] : -1, a[8], 4, &w1)) != JT_OK)
+    return s;
+  k = w1.dims[3];
+  if (w1.dims[0] != c || w1.dims[1] != 1u || w1.dims[2] != 1u) return JT_E_SHAPE;
+  /* the depthwise conv maps the expanded (he, we) onto the depthwise output (ho, wo) */
+  if ((s = jt_bw_window(he, jt_dim(rt, w2, 1), a[0], a[2], a[3], &dh)) != JT_OK) return s;
+  if ((s = jt_bw_window(we, jt_dim(rt, w2, 2), a[1], a[4], a[5], &dw)) != JT_OK) return s;
+  if (dh != ho || dw != wo) return JT_E_SHAPE;
+  if (jt_t(rt, op->out[0])->dtype != JT_DTYPE_F32) return JT_E_DTYPE;
+  if ((uint64_t)jt_numel(rt, op->out[0]) != (uint64_t)ho * wo + (uint64_t)he * we)
+    return JT_E_SHAPE;
+  if ((s = want4(rt, op->out[1], JT_DTYPE_F32, 1, c, 0, 0, 0)) != JT_OK) return s;
+  if ((s = want4(rt, op->out[2], JT_DTYPE_F32, 1, c, 0, 0, 0)) != JT_OK) return s;
+  if (l.gx && (s = want4(rt, op->out[3], JT_DTYPE_F32, 4, 1, he, we, k)) != JT_OK) return s;
+  /* scratch, gb_d, gb_e and gx take no input's bytes */
+  n_plain = 3u + (uint32_t)l.gx;
+  for (q = 0; q < n_plain; q++) {
+    for (r = 0; r < op->n_in; r++)
+      if (jt_bw_same_buffer(rt, op->out[q], op->in[r])) return JT_E_SHAPE;
+    for (r = 0; r < q; r++)
+      if (jt_bw_same_buffer(rt, op->out[q], op->out[r])) return JT_E_SHAPE;
+  }
+  if (l.pid) {
+    const int32_t param = op->in[l.sel ? IN_W1_SEL : IN_W1], x = op->in[l.upd];
+    const int32_t inv = op->in[l.upd + 1u], step = op->in[op->n_in - 1u];
+    const uint32_t want_slots = rt->optimizer == 1u ? 2u : rt->momentum != 0.0f ? 1u : 0u;
+    uint32_t kx;
+    if (a[10] < 0 || a[12] < -128 || a[12] > 127) return JT_E_ATTR;
+    /* row c of the parameter is row c of w1: the selection must be of input channels */
+    if (l.sel && w1.axis != 3u) return JT_E_ATTR;
+    if (jt_t(rt, param)->dtype != JT_DTYPE_I8 || jt_storage(rt, param) != JT_STATE)
+      return JT_E_DTYPE;
+    kx = jt_dim(rt, param, 3);
+    if ((s = want4(rt, x, JT_DTYPE_I8, 4, 1, he, we, kx)) != JT_OK) return s;
+    if (jt_t(rt, inv)->dtype != JT_DTYPE_F32) return JT_E_DTYPE;
+    if (jt_numel(rt, inv) != c) return JT_E_SHAPE;
+    if (jt_t(rt, step)->dtype != JT_DTYPE_I32) return JT_E_DTYPE;
+    if (jt_numel(rt, step) != 1u) return JT_E_SHAPE;
+    if (l.n_slots != want_slots) return JT_E_OPERANDS;
+    /* the parameter and its optimizer state are updated in place: outputs = inputs */
+    if (!jt_bw_same_buffer(rt, op->out[n_plain], param)) return JT_E_OPERANDS;
+    for (q = 0; q < l.n_slots; q++) {
+      const int32_t slot = op->in[l.upd + 2u + q];
+      if (jt_t(rt, slot)->dtype != JT_DTYPE_F32 || jt_storage(rt, slot) != JT_STATE)
+        return JT_E_DTYPE;
+      if (!jt_same_shape(rt, slot, param)) return JT_E_SHAPE;
+      if (!jt_bw_same_buffer(rt, op->out[n_plain + 1u + q], slot)) return JT_E_OPERANDS;
+    }
+  }
+  return JT_OK;
+}

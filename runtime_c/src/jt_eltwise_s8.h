@@ -1,0 +1,102 @@
+/* Element-wise int8 kernels (lowering/kernels.py requantize, requant, add, concat; the
+ * executor's copy, mask_s8 and gather_channels_s8), and the requantization step that
+ * every int8 forward family ends with (docs/numerics.md, "The requantization step").
+ *
+ * Value ranges (guaranteed by the op checks, assumed by the kernels):
+ *   zero points and clamp bounds are int8 values with lo <= hi;
+ *   multipliers are finite float32;
+ *   add: 255 * (|a_mult| + |b_mult|) <= INT32_MAX, so the integer sum never overflows.
+ * Layouts are flat row-major; the kernels do not care about shapes except concat (outer /
+ * axis / inner split) and gather (rows of c channels).
+ */
+#ifndef JT_ELTWISE_S8_H
+#define JT_ELTWISE_S8_H
+
+#include <stdint.h>
+
+#include "jaxtiny.h"
+#include "jt_math.h"
+
+/* y = clamp(rne(f32(acc) * m), lo - y_zero, hi - y_zero) + y_zero, kernels.requantize.
+ * (float)acc rounds to nearest even like numpy's astype(float32); one float32 multiply;
+ * the clamp runs in float before the cast, and is written so that a NaN (impossible for a
+ * finite m) would land on lo instead of reaching the conversion. */
+static inline int8_t jt_requantize_s8(int32_t acc, float m, int32_t y_zero, int32_t lo,
+                                      int32_t hi) {
+  float t = jt_rintf((float)acc * m);
+  const float flo = (float)(lo - y_zero), fhi = (float)(hi - y_zero);
+  t = t > flo ? t : flo;
+  t = t < fhi ? t : fhi;
+  return (int8_t)((int32_t)t + y_zero);
+}
+
+/* sat32(a + b), kernels.sat_add_int32. */
+static inline int32_t jt_sat_add_i32(int32_t a, int32_t b) {
+  const int64_t s = (int64_t)a + (int64_t)b;
+  if (s > INT32_MAX) return INT32_MAX;
+  if (s < INT32_MIN) return INT32_MIN;
+  return (int32_t)s;
+}
+
+/* An int8 value (zero point, clamp bound). */
+static inline int jt_is_i8_value(int32_t v) { return v >= -128 && v <= 127; }
+
+typedef struct {
+  int32_t x_zero, y_zero, lo, hi;
+  float m;
+} jt_requant_params;
+
+/* y[i] = requantize(x[i] - x_zero, m, y_zero, lo, hi), n elements; y may equal x. */
+jt_status jt_requant_s8(const int8_t *x, uint32_t n, const jt_requant_params *p, int8_t *y);
+
+typedef struct {
+  int32_t a_zero, b_zero, y_zero, a_mult, b_mult, lo, hi;
+  float m;
+} jt_add_params;
+
+/* y[i] = requantize((a[i] - a_zero) * a_mult + (b[i] - b_zero) * b_mult, m, y_zero, lo,
+ * hi), n elements; y may equal a or b (each element is read before it is written). */
+jt_status jt_add_s8(const int8_t *a, const int8_t *b, uint32_t n, const jt_add_params *p,
+                    int8_t *y);
+
+/* One input's part of a concatenation along an axis: y viewed as (outer, total, inner),
+ * x as (outer, size, inner); y[o, offset + k, i] = requantize(x[o, k, i] - x_zero, m,
+ * y_zero, -128, 127). The concat op runs it once per input (offset: the sum of the
+ * earlier inputs' sizes). y must not overlap x. */
+jt_status jt_concat_s8_part(const int8_t *x, uint32_t outer, uint32_t size, uint32_t inner,
+                            int32_t x_zero, float m, int32_t y_zero, int8_t *y,
+                            uint32_t total, uint32_t offset);
+
+/* memmove of nbytes (the copy op: a reshape that cannot alias). */
+jt_status jt_copy_bytes(const void *x, uint32_t nbytes, void *y);
+
+/* mask bit i = lo < y[i] < hi, little-endian bit order within each byte, (n + 7) / 8
+ * bytes; the unused high bits of the last byte are 0 (np.packbits). */
+jt_status jt_mask_s8(const int8_t *y, uint32_t n, int32_t lo, int32_t hi, uint8_t *mask);
+
+/* y[r, k] = x[r, sel[k]] for r < rows, k < n_sel; x has c channels per row, sel in [0, c).
+ * y must not overlap x. */
+jt_status jt_gather_channels_s8(const int8_t *x, uint32_t rows, uint32_t c,
+                                const int32_t *sel, uint32_t n_sel, int8_t *y);
+
+/* --- shared by the int8 forward families' op checks ---------------------------------- */
+/* Operand `id` has this dtype and rank: JT_OK, else JT_E_DTYPE or JT_E_SHAPE. */
+jt_status jt_fw_operand(const jt_runtime *rt, int32_t id, uint32_t dtype, uint32_t rank);
+/* A multiplier tensor: const float32 of this rank, every value finite (the reference
+ * refuses other multipliers, and a NaN must never reach a float->int conversion). */
+jt_status jt_fw_multiplier(const jt_runtime *rt, int32_t id, uint32_t rank);
+/* y_zero, lo, hi are int8 values and lo <= hi. */
+int jt_fw_clamp_ok(int32_t y_zero, int32_t lo, int32_t hi);
+/* One axis of a window op: stride >= 1, pads >= 0 and size + pads <= INT32_MAX (so every
+ * padded coordinate a kernel forms fits int32) else JT_E_ATTR; k >= 1 and the window fits,
+ * *out = floor((size + p0 + p1 - k) / stride) + 1 >= 1, else JT_E_SHAPE. */
+jt_status jt_fw_window(uint32_t size, uint32_t k, int32_t stride, int32_t p0, int32_t p1,
+                       uint32_t *out);
+/* Largest reduction length kh * kw * I of an int8 dot product whose sum is exact in int32
+ * for any int8 weight: INT32_MAX / (255 * 128). (The reference's bound uses 127, the weight
+ * range the quantizer produces; a state weight is not guaranteed to avoid -128.) */
+#define JT_FW_MAX_REDUCTION 65793u
+/* kh * kw * max(len, 1) <= JT_FW_MAX_REDUCTION, without overflow. */
+int jt_fw_reduction_ok(uint32_t kh, uint32_t kw, uint32_t len);
+
+#endif

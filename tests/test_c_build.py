@@ -1,0 +1,66 @@
+"""The C runtime's builds: the library references no allocator, stdio or exit and holds no
+mutable globals; the host tests pass against the AddressSanitizer + UBSan build; a bounded
+libFuzzer session on jt_init finds no crash."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNTIME = ROOT / "runtime_c"
+# Under CI a missing tool is a failure, not a skip (.ci/run installs them).
+IN_CI = os.environ.get("JAXTINY_CI") == "1"
+
+
+def _need(tool: str) -> str:
+  path = shutil.which(tool)
+  if path is None:
+    if IN_CI:
+      pytest.fail(f"{tool} is not installed (.ci/run should install it)")
+    pytest.skip(f"{tool} is not installed")
+  return path
+
+
+def _make(*targets: str, **env: str) -> None:
+  _need("make")
+  r = subprocess.run(["make", "-C", str(RUNTIME), "-s", *targets], capture_output=True,
+                     text=True, env={**os.environ, **env})
+  assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_library_has_no_allocator_stdio_exit_or_mutable_globals():
+  _need("nm")
+  _make("check-symbols")
+
+
+def test_host_tests_pass_under_address_and_undefined_sanitizers(tmp_path):
+  _need("gcc")
+  _make("asan", CC="gcc")
+  libasan = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True,
+                           text=True).stdout.strip()
+  env = {**os.environ, "JAXTINY_RUNTIME_LIB": str(RUNTIME / "build/asan/libjaxtiny.so"),
+         "LD_PRELOAD": libasan, "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1",
+         "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1"}
+  tests = sorted(str(p) for p in (ROOT / "tests").glob("test_c_*.py") if p.name != Path(
+    __file__).name)
+  r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                      *tests], capture_output=True, text=True, env=env, cwd=ROOT)
+  assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+
+
+def test_bounded_fuzz_session_finds_no_crash(tmp_path):
+  _need("clang")
+  _make("fuzz")
+  corpus = tmp_path / "corpus"
+  corpus.mkdir()
+  subprocess.run([sys.executable, str(ROOT / "benchmarks" / "fuzz.py"), "--corpus-only",
+                  str(corpus)], check=True, cwd=ROOT)
+  r = subprocess.run([str(RUNTIME / "build/fuzz_init"), str(corpus), "-max_total_time=20",
+                      "-rss_limit_mb=2048", f"-artifact_prefix={tmp_path}/"],
+                     capture_output=True, text=True)
+  assert r.returncode == 0, r.stderr[-4000:]
+  assert "Done" in r.stderr
