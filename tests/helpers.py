@@ -85,25 +85,37 @@ def end_to_end(qm: jt.QModel, x8: np.ndarray, y: np.ndarray, update: jt.SparseUp
                loss_fn=jt.softmax_cross_entropy, steps: int = 3, tmp_path=None, **train):
   """quantized model -> train in simulation -> lower -> save -> load -> executor steps:
   inference bit-exact with the simulation before and after, losses within LOSS_RTOL, trained
-  parameters within the boundary allowance. Returns the loaded program."""
+  parameters within the boundary allowance. The same blob on the C runtime against an
+  executor of its own (the first one takes the simulation's state after each step): losses
+  and state bit for bit. Returns the loaded program."""
   import lowering
+  from lowering.blob import encode
 
   trainer = jt.tiny_train(qm, update=update, **train)(loss_fn)
   prog = trainer.lower()
   if tmp_path is not None:
     prog.save(tmp_path / "step.jtb")
     prog = lowering.load(tmp_path / "step.jtb")
+  blob = encode(prog)
+  rt, alone = lowering.CRuntime(blob), lowering.load(blob)
   state = trainer.init()
   np.testing.assert_array_equal(prog.infer(x8[0]), np.asarray(qm.apply(x8[:1]))[0])
+  np.testing.assert_array_equal(rt.infer(x8[0]), np.asarray(qm.apply(x8[:1]))[0])
   for i in range(steps):
     state, loss = trainer.step(state, x8[i:i + 1], y[i:i + 1])
     loss_ref = prog.train_step(x8[i], y[i:i + 1])
+    loss_c = rt.train_step(x8[i], y[i:i + 1])
+    assert np.float32(loss_c).tobytes() == np.float32(alone.train_step(x8[i], y[i:i + 1])
+                                                      ).tobytes(), f"step {i}: C loss"
     assert np.isfinite(loss_ref)
     assert abs(loss_ref - float(loss)) <= LOSS_RTOL * max(abs(float(loss)), 1.0), (
       f"step {i}: executor loss {loss_ref} vs simulation {float(loss)}")
     differ, total = carry_state(prog, state)
     assert differ <= max(1, BOUNDARY_FRACTION * total)
+  assert rt.state_bytes() == lowering.CRuntime(encode(alone)).state_bytes(), "C state"
   trained = trainer.model(state)
   for i in range(min(len(x8), 4)):
     np.testing.assert_array_equal(prog.infer(x8[i]), np.asarray(trained.apply(x8[i:i + 1]))[0])
+    np.testing.assert_array_equal(rt.infer(x8[i]), alone.infer(x8[i]))
+  assert rt.guards_intact()
   return prog

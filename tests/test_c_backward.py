@@ -4,7 +4,9 @@ Each kernel of runtime_c/src/jt_{conv,eltwise,pool,bottleneck}_bw_f32.c is calle
 ctypes on seeded random inputs (shapes, strides, paddings, groups, merged weights, masks,
 multiplier broadcasts, in-place buffers) and its float32 output compared with the numpy
 reference as uint32 bits, so a different summation order or a wrong zero sign fails.
-Gradients hold exact zeros and negative zeros on purpose.
+Gradients hold exact zeros and negative zeros on purpose. The ops' checks run through
+jt_init on one-op programs built by hand: each accepted base case, each mutation refused
+with its status.
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ from ctypes import POINTER, Structure, c_float, c_int32, c_uint32, c_void_p
 import numpy as np
 import pytest
 
+from lowering import blob as B
 from lowering import kernels as K
+from lowering.ir import Graph, Op
+from lowering.program import Program
 
 try:
-  from lowering.cruntime import library
+  from lowering.cruntime import CRuntime, library
 
   LIB = library()
 except (ImportError, OSError) as e:  # not built: nothing to test
@@ -444,11 +449,6 @@ def test_bottleneck_bw(seed: int) -> None:
 # Each case is a tiny hand-built program (cast the input to a float32 gradient, take the
 # loss from it, then the op under test); the base must be accepted, every mutation refused
 # by the op's check with the stated status (jaxtiny.h).
-
-from lowering import blob as B  # noqa: E402
-from lowering.cruntime import CRuntime  # noqa: E402
-from lowering.ir import Graph, Op  # noqa: E402
-from lowering.program import Program  # noqa: E402
 
 OK, E_OPERANDS, E_DTYPE, E_SHAPE, E_ATTR = 0, 12, 13, 14, 15
 SGD = {"kind": "sgd", "momentum": 0.0, "lr": 0.1, "final": 0.1, "steps": 1,

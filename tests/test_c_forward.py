@@ -708,6 +708,7 @@ CHECK_CASES = [  # (op index, edit, status)
   (BOTTLENECK, _shape(BOTTLENECK, 1, (3 * 8 * 6 + 4 * 6 + 9,)), None),
   (CONCAT, _attr(CONCAT, "axis", 0), JT_E_ATTR),
   (CONCAT, _attr(CONCAT, "axis", 2), JT_E_SHAPE),
+  (CONCAT, _shape(CONCAT, 0, (1, 2, 2, 11)), JT_E_SHAPE),  # 4 + 2 + 4 channels
   (CONCAT, _attr(CONCAT, "zeros", (-5, -5, 300)), JT_E_ATTR),
   (CONCAT, _attr(CONCAT, "zeros", (-5, -5)), JT_E_ATTR),
   (COPY, _shape(COPY, 0, (1, 41)), JT_E_SHAPE),
@@ -779,7 +780,7 @@ def test_bottleneck_check_agrees_with_the_reference(lib) -> None:
     h, w = (int(v) for v in rng.integers(1, 7, size=2))
     ke, kd = (tuple(int(v) for v in rng.integers(1, 4, size=2)) for _ in range(2))
     es, ds = (tuple(int(v) for v in rng.integers(1, 4, size=2)) for _ in range(2))
-    ep = tuple((int(rng.integers(0, ke[a] + 1)), int(rng.integers(0, ke[a] + 1))) for a in (0, 1))
+    ep = tuple((int(rng.integers(0, ke[a] + 2)), int(rng.integers(0, ke[a] + 1))) for a in (0, 1))
     dp = tuple((int(rng.integers(0, kd[a] + 1)), int(rng.integers(0, kd[a] + 1))) for a in (0, 1))
     prog = bottleneck_program(rng, h, w, ke, es, ep, kd, ds, dp)
     if prog is None:
@@ -820,4 +821,3 @@ def test_bottleneck_check_agrees_with_the_reference(lib) -> None:
     assert same_bits(rt.infer(x8), want)
     accepted += 1
   assert accepted > 30 and refused > 5, (accepted, refused)
-  print("COUNTS", accepted, refused)
