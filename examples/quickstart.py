@@ -8,7 +8,8 @@
 3. Teach it a new task the way the device would: a new 2-class head, the published
    engine's sparse scheme, QAS and int8 updates at batch 1 (faces vs background).
 4. Lower that training step to a blob (op list + static memory plan), print where the
-   SRAM goes, reload the blob and run training steps with the reference executor.
+   SRAM goes, reload the blob, run its first steps on the C runtime (the host build of
+   what the board runs) beside the reference executor, then train it on the C runtime.
 
 Run: python examples/quickstart.py [--models DIR] [--epochs N]
 """
@@ -75,22 +76,41 @@ def on_device_demo(models_dir: Path | None, epochs: int = 2) -> None:
   after = pretrain.accuracy(trainer.model(state).apply(xt8), y_te)
   print(f"faces vs background, {len(xt8)} test images: {before:.0%} before, {after:.0%} "
         f"after {epochs} epochs of int8 training")
-  lowering_demo(trainer, x8, y_tr)
+  lowering_demo(trainer, x8, y_tr, xt8, y_te)
 
 
-def lowering_demo(trainer: jt.Trainer, x8: np.ndarray, labels: np.ndarray) -> None:
+def lowering_demo(trainer: jt.Trainer, x8: np.ndarray, labels: np.ndarray,
+                  xt8: np.ndarray, y_te: np.ndarray, epochs: int = 2) -> None:
+  from tqdm import tqdm
+
   import lowering
   from lowering.report import check_budget, report
 
   path = Path("mcunet-faces.jtb")
-  trainer.lower().save(path)
+  trainer.lower().save(path, state="initial")  # the blob a board would get: the new head
   program = lowering.load(path)
   print("\n" + report(program).split("\ntimeline")[0])
   check_budget(program, 256 * 1024)
-  losses = [program.train_step(x8[i], int(labels[i])) for i in range(4)]
-  print(f"wrote {path} ({path.stat().st_size:,} B); 4 steps of the reference executor on "
-        f"the reloaded blob, losses {np.round(losses, 3).tolist()}; "
-        f"`python -m lowering.report {path} --plot mem.png` draws the timeline")
+  blob = path.read_bytes()
+  rt = lowering.CRuntime(blob)  # the C runtime (host build), verified by the C verifier
+  pairs = [(rt.train_step(x8[i], int(labels[i])), program.train_step(x8[i], int(labels[i])))
+           for i in range(4)]
+  print(f"wrote {path} ({len(blob):,} B); 4 steps on the reloaded blob, C runtime vs "
+        "reference executor losses: "
+        + ", ".join(f"{c:.6f} / {e:.6f}" for c, e in pairs)
+        + f" ({'bit for bit' if all(c == e for c, e in pairs) else 'DIFFERENT'})")
+  rt = lowering.CRuntime(blob)
+  acc = np.mean([int(np.argmax(rt.infer(x))) == y for x, y in zip(xt8, y_te)])
+  rng = np.random.default_rng(0)
+  for _ in range(epochs):
+    for i in tqdm(rng.permutation(len(x8)), desc="C runtime training, batch 1", unit="step"):
+      rt.train_step(x8[i], int(labels[i]))
+  after = np.mean([int(np.argmax(rt.infer(x))) == y for x, y in zip(xt8, y_te)])
+  image = rt.save_state()
+  print(f"the blob trained on the host C runtime: test accuracy {acc:.0%} before, {after:.0%} "
+        f"after {epochs} epochs; its learned state: a {len(image):,}-byte CRC-protected image "
+        f"(`rt.save_state()` / `rt.load_state(image)`); `python -m lowering.report {path} "
+        "--plot mem.png` draws the memory timeline")
 
 
 def main() -> None:

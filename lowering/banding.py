@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from lowering.bottleneck_bw import pointwise
 from lowering.ir import Graph, Op
-from lowering.kernels import bottleneck_band_bytes
+from lowering.kernels import bottleneck_band_bytes, bottleneck_rows_ok
 
 CONV = ("strides", "padding", "x_zero", "y_zero", "lo", "hi")
 
@@ -62,6 +62,10 @@ def fuse_bottlenecks(g: Graph, ops: list[Op]) -> list[Op]:
             and pr.attrs["x_zero"] == dw.attrs["y_zero"]):
       continue
     kd = g.tensors[dw.inputs[1]].shape[1]
+    if not bottleneck_rows_ok(g.tensors[ex.inputs[0]].shape[1], g.tensors[ex.inputs[1]].shape[1],
+                              ex.attrs["strides"][0], ex.attrs["padding"][0], kd,
+                              dw.attrs["strides"][0], dw.attrs["padding"][0]):
+      continue
     scratch = g.add(f"band{len(g.tensors)}",
                     (bottleneck_band_bytes(g.tensors[e].shape, g.tensors[d].shape, kd),), "i8")
     attrs = {f"e_{a}": ex.attrs[a] for a in CONV}

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from jaxtiny.errors import ModelFormatError
-from lowering import opset
+from lowering import opset, rules
 from lowering.ir import ITEMSIZE, NUMPY, Graph, Op, Tensor
 from lowering.planner import ALIGN, Buffer, Plan, buffer_bytes, buffer_size, lifetimes
 from lowering.program import Program
@@ -417,7 +417,8 @@ def _sections(data: bytes, h: dict[str, Any]) -> dict[str, bytes]:
                       f"{RECORD_BYTES[s]} bytes")
     spans.append((start, size, s))
   spans.sort()
-  for (a, size, s), (b, _, t) in zip(spans, spans[1:]):
+  nonempty = [span for span in spans if span[1]]  # an empty section shares no byte
+  for (a, size, s), (b, _, t) in zip(nonempty, nonempty[1:]):
     if a + size > b:
       raise BlobError(f"sections {s} and {t} overlap at byte {b}")
   return {s: data[start:start + size] for start, size, s in spans}
@@ -451,6 +452,8 @@ def _tensors(sec: dict[str, bytes], h: dict[str, Any]) -> tuple[Graph, list[int]
   if arena > MAX_BUFFER_BYTES:
     raise BlobError(f"an arena of {arena} bytes (header byte {HEADER_AT['arena_bytes']}): "
                     f"at most {MAX_BUFFER_BYTES}")
+  if 8 * n > MAX_BUFFER_BYTES:  # jt_arena_size: the C verifier's scratch, 8 bytes a tensor
+    raise BlobError(f"{n} tensors: at most {MAX_BUFFER_BYTES // 8}")
   if state_end % ALIGN or state_end > len(consts):
     raise BlobError(f"state image of {state_end} bytes (header byte "
                     f"{HEADER_AT['state_bytes']}) does not fit the {len(consts)}-byte "
@@ -516,29 +519,32 @@ def _tensors(sec: dict[str, bytes], h: dict[str, Any]) -> tuple[Graph, list[int]
 
 def _check_state_disjoint(g: Graph, locations: list[int]) -> None:
   """State tensors are written at run time: no two may share bytes of the state image."""
-  spans = sorted((locations[t.id], t.nbytes, t.id) for t in g.tensors if t.storage == "state")
+  spans = sorted((locations[t.id], t.nbytes, t.id) for t in g.tensors
+                 if t.storage == "state" and t.nbytes)  # an empty tensor shares no byte
   for (a, size, s), (b, _, t) in zip(spans, spans[1:]):
     if a + size > b:
       raise BlobError(f"state tensors {s} and {t} overlap in the state image at byte {b}")
 
 
 def _ops(which: str, table: bytes, base: int, operands: list[int], attrs: list[int], g: Graph,
-         io: dict[str, int], memo: dict[tuple, Op]) -> list[Op]:
+         io: dict[str, int], memo: dict[tuple, Op], slots: int) -> list[Op]:
   # Train ops never see the logits buffer, inference never the label or the loss; no op
   # writes the caller's input or label.
   unseen = {io["logits"]} if which == "train" else {io["label"], io["loss"]}
   read_only = {io["input"], io["label"]}
   ops = []
   for i, rec in enumerate(OP.iter_unpack(table)):
-    if rec in memo:  # the same record in both lists: the same op, as lower() makes them
-      ops.append(memo[rec])
-      continue
     code, o0, on, nin, a0, an = rec
     where = f"{which} op {i} (byte {base + i * OP.size})"
     d = opset.BY_ID.get(code)
     if d is None:
       raise BlobError(f"{where}: unknown opcode {code}")
     where = f"{which} op {i} ({d.name}, byte {base + i * OP.size})"
+    if rec in memo:  # the same record in both lists: the same op, as lower() makes them;
+      op = memo[rec]  # its rule holds, but not necessarily this list's io rules
+      _check_io_use(op.inputs, op.outputs, g, unseen, read_only, which, where)
+      ops.append(op)
+      continue
     if o0 + on > len(operands) or nin > on or a0 + an > len(attrs):
       raise BlobError(f"{where}: operands [{o0}, {o0 + on}) or attrs [{a0}, {a0 + an}) "
                       f"beyond the {len(operands)} operands and {len(attrs)} attr slots")
@@ -554,16 +560,25 @@ def _ops(which: str, table: bytes, base: int, operands: list[int], attrs: list[i
       if not 0 <= t < len(g.tensors):
         raise BlobError(f"{where}: operand {k} is tensor {t}, out of range "
                         f"({len(g.tensors)} tensors)")
-    for t in ins + outs:
-      if g.base(t) in unseen:
-        raise BlobError(f"{where}: operand tensor {t} is an io buffer {which} ops never see")
-    for t in outs:
-      if g.tensors[g.base(t)].storage == "const" or g.base(t) in read_only:
-        raise BlobError(f"{where}: writes tensor {t}, a constant or the caller's input")
+    _check_io_use(ins, outs, g, unseen, read_only, which, where)
     op = Op(d.name, ins, outs, _decode_attrs(d, attrs[a0:a0 + an], where))
+    try:
+      rules.check(g, op, slots)
+    except rules.RuleError as e:
+      raise BlobError(f"{where}: {e}") from None
     memo[rec] = op
     ops.append(op)
   return ops
+
+
+def _check_io_use(ins: list[int], outs: list[int], g: Graph, unseen: set[int],
+                  read_only: set[int], which: str, where: str) -> None:
+  for t in ins + outs:
+    if g.base(t) in unseen:
+      raise BlobError(f"{where}: operand tensor {t} is an io buffer {which} ops never see")
+  for t in outs:
+    if g.tensors[g.base(t)].storage == "const" or g.base(t) in read_only:
+      raise BlobError(f"{where}: writes tensor {t}, a constant or the caller's input")
 
 
 def _buffers(g: Graph, ops: list[Op], which: str, locations: list[int]) -> dict[int, Buffer]:
@@ -630,21 +645,31 @@ def read(data: bytes | bytearray | memoryview) -> Blob:
   for t in g.tensors:
     if t.storage == "io" and g.base(t.id) not in io.values():
       raise BlobError(f"tensor {t.id}: an io tensor that is none of {sorted(io)}")
-  memo: dict[tuple, Op] = {}
-  train = _ops("train", sec["train_ops"], h["train_ops_offset"], operands, attrs, g, io, memo)
-  infer = _ops("infer", sec["infer_ops"], h["infer_ops_offset"], operands, attrs, g, io, memo)
-  for k in OPT_FLOATS:
-    if not -3.0e38 <= h[k] <= 3.0e38:
-      raise BlobError(f"optimizer {k} = {h[k]} (header byte {HEADER_AT[k]}): not a finite "
-                      "float32")
+  # The optimizer before the ops (as the C verifier): an update op's rule needs it.
   opt = {"kind": _enum(OPTIMIZERS, h["optimizer"], "optimizer"), "momentum": h["momentum"],
          "b1": h["b1"], "b2": h["b2"], "eps": h["eps"],
          "schedule": _enum(SCHEDULES, h["schedule"], "schedule"), "lr": h["lr"],
          "steps": h["steps"], "final": h["final"]}
   if opt["schedule"] == "cosine" and opt["steps"] == 0:
     raise BlobError(f"a cosine schedule over 0 steps (header byte {HEADER_AT['steps']})")
-  return Blob(h, _string(sec["strings"], h["name"], "program name"), g, train, infer, io, opt,
-              _enum(ROUNDINGS, h["rounding"], "rounding"), h["seed"],
+  rounding = _enum(ROUNDINGS, h["rounding"], "rounding")
+  for k in OPT_FLOATS:
+    if not -3.0e38 <= h[k] <= 3.0e38:
+      raise BlobError(f"optimizer {k} = {h[k]} (header byte {HEADER_AT[k]}): not a finite "
+                      "float32")
+  # The runtime holds the momentum as a float32 and keeps a slot when that is not zero; the
+  # executor asks the float64: they must agree.
+  if h["momentum"] != 0 and np.float32(h["momentum"]) == 0:
+    raise BlobError(f"momentum {h['momentum']} (header byte {HEADER_AT['momentum']}) is zero "
+                    "as a float32")
+  name = _string(sec["strings"], h["name"], "program name")
+  slots = rules.optimizer_slots(opt["kind"], opt["momentum"])
+  memo: dict[tuple, Op] = {}
+  train = _ops("train", sec["train_ops"], h["train_ops_offset"], operands, attrs, g, io, memo,
+               slots)
+  infer = _ops("infer", sec["infer_ops"], h["infer_ops_offset"], operands, attrs, g, io, memo,
+               slots)
+  return Blob(h, name, g, train, infer, io, opt, rounding, h["seed"],
               _plan(g, train, infer, locations, h["arena_bytes"], io), locations)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from jaxtiny.errors import ModelFormatError, NonFiniteLossError
-from lowering.blob import BlobError
+from lowering.blob import HEADER_AT, BlobError
 from lowering.program import check_input, check_label
 
 EXTENSION = "lowering._jaxtiny_c"  # built by `pip install -e .` (setup.py)
@@ -90,7 +90,8 @@ class CRuntime:
   logits`, `save_state() -> bytes`, `load_state(bytes)`, as the reference executor.
 
   arena_len / state_len (tests): the buffer sizes handed to jt_init, default what the blob
-  asks for; GUARD bytes after each are checked by `guards_intact()`.
+  asks for; `guards_intact()` checks that nothing past the plan's arena or the state image
+  was written after init.
   """
 
   def __init__(self, blob: bytes | bytearray | memoryview, arena_len: int | None = None,
@@ -103,8 +104,6 @@ class CRuntime:
     self.state_len = lib.jt_state_size(self._blob, len(data)) if state_len is None else state_len
     self._arena = _aligned(self.arena_len + GUARD)
     self._state = _aligned(self.state_len + GUARD)
-    for buf, n in ((self._arena, self.arena_len), (self._state, self.state_len)):
-      ctypes.memset(ctypes.addressof(buf) + n, GUARD_BYTE, GUARD)
     self._rt = _aligned(lib.jt_runtime_size())
     s = lib.jt_init(self._rt, self._blob, len(data), self._arena, self.arena_len, self._state,
                     self.state_len)
@@ -114,6 +113,14 @@ class CRuntime:
       at = f" at {where} {index}" if where and index >= 0 else ""
       self.status, self.where, self.index = s, where, index
       raise BlobError(f"the C runtime refused the blob: {status_str(s)}{at} (status {s})")
+    # Guards: after init (whose verifier may use more of the arena as scratch) the runtime
+    # may touch only the plan's arena_bytes and the state image.
+    planned = int.from_bytes(data[HEADER_AT["arena_bytes"]:HEADER_AT["arena_bytes"] + 4],
+                             "little")
+    self._guards = [(self._arena, planned, self.arena_len + GUARD - planned),
+                    (self._state, self.state_len, GUARD)]
+    for buf, start, n in self._guards:
+      ctypes.memset(ctypes.addressof(buf) + start, GUARD_BYTE, n)
     dims = (ctypes.c_uint32 * MAX_RANK)()
     rank = lib.jt_input_shape(self._rt, dims)
     self.input_shape = tuple(dims[1:rank])
@@ -171,6 +178,7 @@ class CRuntime:
     return ctypes.string_at(self._state, self.state_len)
 
   def guards_intact(self) -> bool:
-    """Whether the GUARD bytes after the arena and the state still hold their pattern."""
-    return all(ctypes.string_at(ctypes.addressof(buf) + n, GUARD) == bytes([GUARD_BYTE]) * GUARD
-               for buf, n in ((self._arena, self.arena_len), (self._state, self.state_len)))
+    """Whether the bytes after the plan's arena and after the state image (GUARD more than
+    the buffers handed to jt_init) still hold the pattern written after init."""
+    return all(ctypes.string_at(ctypes.addressof(buf) + start, n) == bytes([GUARD_BYTE]) * n
+               for buf, start, n in self._guards)

@@ -199,6 +199,24 @@ def _rows(x: np.ndarray, first: int, stop: int, k: int, stride: int,
   return x[:, lo:hi], ((lo - top, end - hi), padding[1])
 
 
+def bottleneck_rows_ok(h: int, ke: int, se: int, pe: Pair, kd: int, sd: int, pd: Pair) -> bool:
+  """Whether `bottleneck` is defined for this row geometry: every output row's band of
+  expanded rows is non-empty and reads a real slice of the input rows (h input rows; the
+  expand conv's kernel height, stride and vertical padding; the depthwise conv's). Other
+  geometries (a band wholly in the padding) are not banded; the C verifier refuses them."""
+  e_rows = out_size(h, ke, se, pe)
+  d_rows = out_size(e_rows, kd, sd, pd)
+  if e_rows < 1 or d_rows < 1:
+    return False
+  for r in range(d_rows):
+    top = r * sd - pd[0]
+    first, stop = max(top, 0), min(top + kd, e_rows)
+    x_top, x_end = first * se - pe[0], (stop - 1) * se - pe[0] + ke
+    if first >= stop or x_end < 0 or max(x_top, 0) > h:
+      return False
+  return True
+
+
 def bottleneck_band_bytes(e_shape: Sequence[int], d_shape: Sequence[int], k: int) -> int:
   """Scratch of `bottleneck`: k rows of the expanded tensor and one row of the depthwise
   output (shapes NHWC, batch 1)."""
@@ -227,6 +245,10 @@ def bottleneck(x: np.ndarray, expand: dict, depthwise: dict, project: dict,
   d_cols = out_size(e_cols, depthwise["w"].shape[2], depthwise["strides"][1],
                     depthwise["padding"][1])
   need = bottleneck_band_bytes((1, e_rows, e_cols, ch), (1, d_rows, d_cols, ch), kd)
+  if not bottleneck_rows_ok(x.shape[1], expand["w"].shape[1], expand["strides"][0],
+                            expand["padding"][0], kd, depthwise["strides"][0],
+                            depthwise["padding"][0]):
+    raise ValueError("bottleneck: a band of this row geometry lies wholly in the padding")
   if scratch is None:
     scratch = np.empty(need, np.int8)
   if x.shape[0] != 1 or scratch.size < need:

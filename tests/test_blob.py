@@ -206,14 +206,20 @@ def _operand(prog, h, b):
   _put(b, h["operands_offset"] + 4, "i", 1 << 20)
 
 
-def _operand_count(prog, h, b):  # train op 0 (a conv): all its operands read as inputs
-  at = h["train_ops_offset"]
+def _conv_record(prog, h) -> int:
+  """Byte offset of the first conv2d_s8 train op's record."""
+  i = next(i for i, op in enumerate(prog.train_ops) if op.name == "conv2d_s8")
+  return h["train_ops_offset"] + i * blob.OP.size
+
+
+def _operand_count(prog, h, b):  # the first conv: all its operands read as inputs
+  at = _conv_record(prog, h)
   count = struct.unpack_from("<I", b, at + blob.OP_AT["operand_count"])[0]
   _put(b, at + blob.OP_AT["inputs"], "I", count)
 
 
 def _attr_count(prog, h, b):
-  at = h["train_ops_offset"] + blob.OP_AT["attr_count"]
+  at = _conv_record(prog, h) + blob.OP_AT["attr_count"]
   _put(b, at, "I", struct.unpack_from("<I", b, at)[0] - 1)
 
 
@@ -253,14 +259,14 @@ CORRUPT = {  # case -> (tamper, recompute the CRC, what the error must say)
   "bad version": (_version, False, r"unsupported blob version 2 at byte 8"),
   "unknown opcode": (_opcode, True, r"train op 0 \(byte \d+\): unknown opcode 99"),
   "operand out of range": (_operand, True, r"train op 0 .*operand 1 is tensor 1048576, out of"),
-  "operand count": (_operand_count, True, r"train op 0 \(conv2d_s8.*: 0 outputs, conv2d_s8 "
-                                          r"takes 1"),
-  "attr count": (_attr_count, True, r"train op 0 \(conv2d_s8.*attr count mismatch"),
+  "operand count": (_operand_count, True, r"train op \d+ \(conv2d_s8.*: 0 outputs, "
+                                          r"conv2d_s8 takes 1"),
+  "attr count": (_attr_count, True, r"train op \d+ \(conv2d_s8.*attr count mismatch"),
   "dtype enum": (_dtype, True, r"tensor 0 \(byte \d+\): dtype: 17 is out of range"),
-  "alias cycle": (_alias_cycle, True, r"tensor \d+: alias cycle"),
+  "alias cycle": (_alias_cycle, True, r"tensor \d+: a chain of more than 16 aliases \(or a cycle\)"),
   "const beyond consts": (_const_beyond, True, r"tensor \d+ .*: const data .* lies outside"),
   "arena beyond arena": (_arena_beyond, True, r"tensor \d+ .*: arena tensor .* beyond the arena"),
-  "overlapping plan": (_overlap, True, r"memory plan: tensors \d+ and \d+ overlap"),
+  "overlapping plan": (_overlap, True, r"memory plan of the train ops: tensors \d+ and \d+ overlap"),
 }
 
 

@@ -244,6 +244,10 @@ def test_binary(dtype: str) -> None:
     m = a[:40].reshape(5, 8)
     agree("binary", [(s, dtype), (m, dtype)], [(m.shape, out)], {"fn": fn})
     agree("binary", [(m, dtype), (s, dtype)], [(m.shape, out)], {"fn": fn})
+    # unit axes broadcast as in numpy (the lowering emits (1, C) - (1, 1))
+    col, row = a[:5].reshape(5, 1), b[:8].reshape(1, 8)
+    agree("binary", [(col, dtype), (row, dtype)], [((5, 8), out)], {"fn": fn})
+    agree("binary", [(m, dtype), (col, dtype)], [((5, 8), out)], {"fn": fn})
 
 
 def test_binary_definitions() -> None:
@@ -386,7 +390,9 @@ REFUSED = [
   ("binary", [((3,), F), ((3,), J)], [((3,), F)], {"fn": "add"}, E_DTYPE),
   ("binary", [((3,), F), ((3,), F)], [((3,), F)], {"fn": "lt"}, E_DTYPE),
   ("binary", [((3,), F), ((4,), F)], [((3,), F)], {"fn": "add"}, E_SHAPE),
-  ("binary", [((1,), F), ((4,), F)], [((4,), F)], {"fn": "add"}, E_SHAPE),
+  ("binary", [((2,), F), ((4,), F)], [((4,), F)], {"fn": "add"}, E_SHAPE),
+  ("binary", [((1, 4), F), ((3, 1), F)], [((3, 1), F)], {"fn": "add"}, E_SHAPE),
+  ("binary", [((4,), F), ((1, 4), F)], [((1, 4), F)], {"fn": "add"}, E_SHAPE),
   ("binary", [((), F), ((4,), F)], [((3,), F)], {"fn": "add"}, E_SHAPE),
   ("binary", [((3,), J), ((3,), J)], [((3,), J)], {"fn": "pow"}, E_ATTR),
   ("binary", [((3,), F), ((3,), F)], [((3,), F)], {"fn": "and"}, E_ATTR),

@@ -1,6 +1,7 @@
 """Lowering the shared ImageNet models with the paper's schemes: the memory goals of the
-lowering (exact plan sizes, deterministic), the cost model against the plan, and one
-executor step against the JAX simulation."""
+lowering (exact plan sizes, deterministic), the cost model against the plan, one executor
+step against the JAX simulation, and the C runtime against both: inference bit-exact with
+the simulation, train steps bit-exact with the executor."""
 
 import numpy as np
 import pytest
@@ -34,5 +35,16 @@ def test_paper_scheme_fits_and_runs(models_dir, model):
   assert 0 <= plan_cost.gradient_buffers - model_cost.gradient_buffers <= 64
   x8 = np.random.default_rng(0).integers(-128, 128, (1, *qm.input_shape), dtype=np.int8)
   np.testing.assert_array_equal(prog.infer(x8[0]), np.asarray(qm.apply(x8))[0])
+  rt = prog.runtime()
+  np.testing.assert_array_equal(rt.infer(x8[0]), np.asarray(qm.apply(x8))[0])
   _, loss = tr.step(tr.init(), x8, np.array([1], np.int32))
-  assert prog.train_step(x8[0], 1) == pytest.approx(float(loss), rel=1e-5)
+  loss_ref = prog.train_step(x8[0], 1)
+  assert loss_ref == pytest.approx(float(loss), rel=1e-5)
+  for step in range(2):
+    if step:
+      loss_ref = prog.train_step(x8[0], 0)
+    loss_c = rt.train_step(x8[0], 1 - step)
+    assert np.float32(loss_c).tobytes() == np.float32(loss_ref).tobytes()
+  assert rt.state_bytes() == prog.runtime().state_bytes()  # the executor's state, through C
+  assert rt.guards_intact()
+  np.testing.assert_array_equal(rt.infer(x8[0]), prog.infer(x8[0]))

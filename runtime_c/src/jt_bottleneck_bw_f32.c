@@ -2,12 +2,9 @@
  * check (see jt_bottleneck_bw_f32.h). */
 #include "jt_bottleneck_bw_f32.h"
 
+#include "jt_eltwise_bw_f32.h"
 #include "jt_internal.h"
 #include "jt_update.h"
-
-static inline uint32_t bit(const uint8_t *mask, uint32_t e) {
-  return (uint32_t)(mask[e >> 3] >> (e & 7u)) & 1u;
-}
 
 /* ((t0 + t1) + t2) + ...: kernels._running_sum, from the first term */
 static float running_sum(const float *t, uint32_t n) {
@@ -26,7 +23,13 @@ uint32_t jt_bottleneck_bw_f32_get_buffer_size(const jt_bottleneck_bw_f32_params 
 jt_status jt_bottleneck_bw_f32(const jt_bottleneck_bw_f32_params *p) {
   const uint32_t nd = p->ho * p->wo, ne = p->he * p->we, C = p->c;
   float *gd = p->scratch, *ge = p->scratch + nd;
-  uint32_t c, q, o, e, i, j, y, x, kk;
+  /* the depthwise layer: its weight is not merged, its geometry one (he, we) plane */
+  const jt_weight_s8 w2 = {.w = p->w2};
+  const jt_conv_bw_f32_params dw = {.h = p->he, .w = p->we, .ho = p->ho, .wo = p->wo,
+                                    .kh = p->kh, .kw = p->kw, .stride_h = p->stride_h,
+                                    .stride_w = p->stride_w, .pad_top = p->pad_top,
+                                    .pad_left = p->pad_left};
+  uint32_t c, q, o, e, kk;
   if (p->gx != NULL)
     for (e = 0; e < ne * p->k; e++) p->gx[e] = 0.0f;
   for (c = 0; c < C; c++) {
@@ -37,27 +40,12 @@ jt_status jt_bottleneck_bw_f32(const jt_bottleneck_bw_f32_params *p) {
     for (q = 0; q < nd; q++) {
       float s = 0.0f;
       for (o = 0; o < p->o; o++) s += p->g[q * p->o + o] * (float)p->w3[o * C + c];
-      gd[q] = bit(p->mask_d, q * C + c) ? s * md : 0.0f;
+      gd[q] = jt_mask_bit(p->mask_d, q * C + c) ? s * md : 0.0f;
     }
     p->gb_d[c] = running_sum(gd, nd);
-    /* the depthwise input gradient of channel c: taps outermost keep each element's
-     * tap order (one output reaches an element per tap) */
-    for (e = 0; e < ne; e++) ge[e] = 0.0f;
-    for (i = 0; i < p->kh; i++) {
-      for (j = 0; j < p->kw; j++) {
-        const float wv = (float)p->w2[(c * p->kh + i) * p->kw + j];
-        for (y = 0; y < p->ho; y++) {
-          const int32_t iy = (int32_t)(y * (uint32_t)p->stride_h + i) - p->pad_top;
-          if (iy < 0 || (uint32_t)iy >= p->he) continue;
-          for (x = 0; x < p->wo; x++) {
-            const int32_t ix = (int32_t)(x * (uint32_t)p->stride_w + j) - p->pad_left;
-            if (ix < 0 || (uint32_t)ix >= p->we) continue;
-            ge[(uint32_t)iy * p->we + (uint32_t)ix] += gd[y * p->wo + x] * wv;
-          }
-        }
-      }
-    }
-    for (e = 0; e < ne; e++) ge[e] = bit(p->mask_e, e * C + c) ? ge[e] * me : 0.0f;
+    /* the depthwise input gradient of channel c */
+    jt_depthwise_bw_plane_f32(gd, &w2, c, ge, 1, &dw);
+    for (e = 0; e < ne; e++) ge[e] = jt_mask_bit(p->mask_e, e * C + c) ? ge[e] * me : 0.0f;
     p->gb_e[c] = running_sum(ge, ne);
     /* the block input's gradient sums the channels ascending; it reads row c of w1
      * before that row's update below */
@@ -102,11 +90,15 @@ typedef struct {
   uint32_t n_slots;
 } layout;
 
+/* Presence slots 0 or 1 (gx, sel_axis, pid), and x_zero present exactly when pid is. */
+static int presence_ok(const int32_t *a) {
+  return (a[6] == 0 || a[6] == 1) && (a[7] == 0 || a[7] == 1) && (a[9] == 0 || a[9] == 1) &&
+         a[11] == a[9];
+}
+
 static int get_layout(const jt_op *op, layout *l) {
   const int32_t *a = op->attr;
-  if ((a[6] != 0 && a[6] != 1) || (a[7] != 0 && a[7] != 1) || (a[9] != 0 && a[9] != 1) ||
-      a[11] != a[9])
-    return 0;
+  if (!presence_ok(a)) return 0;
   l->gx = a[6];
   l->sel = a[7];
   l->pid = a[9];
@@ -127,7 +119,7 @@ jt_status jt_op_bottleneck_bw_f32(jt_runtime *rt, const jt_op *op) {
   jt_update_ctx ctx;
   layout l;
   (void)get_layout(op, &l);  /* verified */
-  jt_bw_weight_fill(rt, op->in[IN_W1], l.sel, l.sel ? op->in[IN_W1_SEL] : -1,
+  jt_weight_fill(rt, op->in[IN_W1], l.sel, l.sel ? op->in[IN_W1_SEL] : -1,
                     l.sel ? op->in[IN_SEL] : -1, a[8], 4, &p.w1);
   p.g = (const float *)jt_data(rt, op->in[IN_G]);
   p.w3 = (const int8_t *)jt_data(rt, op->in[IN_W3]);
@@ -178,7 +170,7 @@ static jt_status want4(const jt_runtime *rt, int32_t id, uint32_t dtype, uint32_
                        uint32_t d0, uint32_t d1, uint32_t d2, uint32_t d3) {
   const uint32_t d[4] = {d0, d1, d2, d3};
   uint32_t k;
-  jt_status s = jt_bw_want(rt, id, dtype, rank);
+  jt_status s = jt_want(rt, id, dtype, rank);
   if (s != JT_OK) return s;
   for (k = 0; k < rank; k++)
     if (jt_dim(rt, id, k) != d[k]) return JT_E_SHAPE;
@@ -189,7 +181,7 @@ static jt_status multiplier(const jt_runtime *rt, int32_t m, uint32_t c) {
   /* the reference reshapes m to (-1,): one value, or one per channel */
   if (jt_t(rt, m)->dtype != JT_DTYPE_F32) return JT_E_DTYPE;
   if (jt_numel(rt, m) != 1u && jt_numel(rt, m) != c) return JT_E_SHAPE;
-  return jt_bw_finite_if_const(rt, m) ? JT_OK : JT_E_ATTR;
+  return jt_finite_if_const(rt, m) ? JT_OK : JT_E_ATTR;
 }
 
 jt_status jt_check_bottleneck_bw_f32(const jt_runtime *rt, const jt_op *op) {
@@ -200,13 +192,11 @@ jt_status jt_check_bottleneck_bw_f32(const jt_runtime *rt, const jt_op *op) {
   jt_status s;
   layout l;
   uint32_t o, c, k, ho, wo, he, we, dh, dw, q, r, n_plain;
-  if ((a[6] != 0 && a[6] != 1) || (a[7] != 0 && a[7] != 1) || (a[9] != 0 && a[9] != 1) ||
-      a[11] != a[9])
-    return JT_E_ATTR;  /* presence slots 0/1; x_zero exactly when pid */
+  if (!presence_ok(a)) return JT_E_ATTR;
   if (!get_layout(op, &l)) return JT_E_OPERANDS;
-  if ((s = jt_bw_want(rt, g, JT_DTYPE_F32, 4)) != JT_OK) return s;
-  if ((s = jt_bw_want(rt, w2, JT_DTYPE_I8, 4)) != JT_OK) return s;
-  if ((s = jt_bw_want(rt, mask_e, JT_DTYPE_BIT, 4)) != JT_OK) return s;
+  if ((s = jt_want(rt, g, JT_DTYPE_F32, 4)) != JT_OK) return s;
+  if ((s = jt_want(rt, w2, JT_DTYPE_I8, 4)) != JT_OK) return s;
+  if ((s = jt_want(rt, mask_e, JT_DTYPE_BIT, 4)) != JT_OK) return s;
   o = jt_dim(rt, g, 3);
   ho = jt_dim(rt, g, 1);
   wo = jt_dim(rt, g, 2);
@@ -219,14 +209,14 @@ jt_status jt_check_bottleneck_bw_f32(const jt_runtime *rt, const jt_op *op) {
   if ((s = want4(rt, mask_e, JT_DTYPE_BIT, 4, 1, he, we, c)) != JT_OK) return s;
   if ((s = multiplier(rt, op->in[IN_M_D], c)) != JT_OK) return s;
   if ((s = multiplier(rt, op->in[IN_M_E], c)) != JT_OK) return s;
-  if ((s = jt_bw_weight_bind(rt, op->in[IN_W1], l.sel, l.sel ? op->in[IN_W1_SEL] : -1,
+  if ((s = jt_weight_bind(rt, op->in[IN_W1], l.sel, l.sel ? op->in[IN_W1_SEL] : -1,
                              l.sel ? op->in[IN_SEL] : -1, a[8], 4, &w1)) != JT_OK)
     return s;
   k = w1.dims[3];
   if (w1.dims[0] != c || w1.dims[1] != 1u || w1.dims[2] != 1u) return JT_E_SHAPE;
   /* the depthwise conv maps the expanded (he, we) onto the depthwise output (ho, wo) */
-  if ((s = jt_bw_window(he, jt_dim(rt, w2, 1), a[0], a[2], a[3], &dh)) != JT_OK) return s;
-  if ((s = jt_bw_window(we, jt_dim(rt, w2, 2), a[1], a[4], a[5], &dw)) != JT_OK) return s;
+  if ((s = jt_want_window(he, jt_dim(rt, w2, 1), a[0], a[2], a[3], &dh)) != JT_OK) return s;
+  if ((s = jt_want_window(we, jt_dim(rt, w2, 2), a[1], a[4], a[5], &dw)) != JT_OK) return s;
   if (dh != ho || dw != wo) return JT_E_SHAPE;
   if (jt_t(rt, op->out[0])->dtype != JT_DTYPE_F32) return JT_E_DTYPE;
   if ((uint64_t)jt_numel(rt, op->out[0]) != (uint64_t)ho * wo + (uint64_t)he * we)
@@ -238,16 +228,15 @@ jt_status jt_check_bottleneck_bw_f32(const jt_runtime *rt, const jt_op *op) {
   n_plain = 3u + (uint32_t)l.gx;
   for (q = 0; q < n_plain; q++) {
     for (r = 0; r < op->n_in; r++)
-      if (jt_bw_same_buffer(rt, op->out[q], op->in[r])) return JT_E_SHAPE;
+      if (jt_same_buffer(rt, op->out[q], op->in[r])) return JT_E_SHAPE;
     for (r = 0; r < q; r++)
-      if (jt_bw_same_buffer(rt, op->out[q], op->out[r])) return JT_E_SHAPE;
+      if (jt_same_buffer(rt, op->out[q], op->out[r])) return JT_E_SHAPE;
   }
   if (l.pid) {
     const int32_t param = op->in[l.sel ? IN_W1_SEL : IN_W1], x = op->in[l.upd];
     const int32_t inv = op->in[l.upd + 1u], step = op->in[op->n_in - 1u];
-    const uint32_t want_slots = rt->optimizer == 1u ? 2u : rt->momentum != 0.0f ? 1u : 0u;
     uint32_t kx;
-    if (a[10] < 0 || a[12] < -128 || a[12] > 127) return JT_E_ATTR;
+    if (a[10] < 0 || !jt_is_i8(a[12])) return JT_E_ATTR;
     /* row c of the parameter is row c of w1: the selection must be of input channels */
     if (l.sel && w1.axis != 3u) return JT_E_ATTR;
     if (jt_t(rt, param)->dtype != JT_DTYPE_I8 || jt_storage(rt, param) != JT_STATE)
@@ -258,15 +247,15 @@ jt_status jt_check_bottleneck_bw_f32(const jt_runtime *rt, const jt_op *op) {
     if (jt_numel(rt, inv) != c) return JT_E_SHAPE;
     if (jt_t(rt, step)->dtype != JT_DTYPE_I32) return JT_E_DTYPE;
     if (jt_numel(rt, step) != 1u) return JT_E_SHAPE;
-    if (l.n_slots != want_slots) return JT_E_OPERANDS;
+    if (l.n_slots != jt_update_slots(rt)) return JT_E_OPERANDS;
     /* the parameter and its optimizer state are updated in place: outputs = inputs */
-    if (!jt_bw_same_buffer(rt, op->out[n_plain], param)) return JT_E_OPERANDS;
+    if (!jt_same_buffer(rt, op->out[n_plain], param)) return JT_E_OPERANDS;
     for (q = 0; q < l.n_slots; q++) {
       const int32_t slot = op->in[l.upd + 2u + q];
       if (jt_t(rt, slot)->dtype != JT_DTYPE_F32 || jt_storage(rt, slot) != JT_STATE)
         return JT_E_DTYPE;
       if (!jt_same_shape(rt, slot, param)) return JT_E_SHAPE;
-      if (!jt_bw_same_buffer(rt, op->out[n_plain + 1u + q], slot)) return JT_E_OPERANDS;
+      if (!jt_same_buffer(rt, op->out[n_plain + 1u + q], slot)) return JT_E_OPERANDS;
     }
   }
   return JT_OK;

@@ -4,10 +4,10 @@
 #include "jt_eltwise_s8.h"
 #include "jt_internal.h"
 
-/* Output length of a window that fits (verified): floor((size + p0 + p1 - k) / s) + 1. */
+/* Output length of a window (jt_out_size), 0 when it does not fit. */
 static uint32_t out_len(uint32_t size, uint32_t k, int32_t stride, int32_t p0, int32_t p1) {
-  const int64_t span = (int64_t)size + p0 + p1 - (int64_t)k;
-  return span < 0 ? 0u : (uint32_t)(span / stride + 1);
+  const int64_t n = k > (uint32_t)INT32_MAX ? -1 : jt_out_size(size, (int32_t)k, stride, p0, p1);
+  return n < 0 ? 0u : (uint32_t)n;
 }
 
 /* a * b, capped far above 32 bits so that the caller's comparisons stay exact. */
@@ -45,8 +45,7 @@ jt_status jt_bottleneck_s8(const int8_t *x, const jt_dims4 *x_dims,
   const uint32_t c = e->w_dims.n, kd = d->w_dims.h, d_cols = y_dims->w;
   const uint32_t row_bytes = e_cols * c;
   int8_t *d_row = band + kd * row_bytes;
-  const jt_conv_weight_s8 we = {e->w, NULL, NULL, 0, 0}, wd = {d->w, NULL, NULL, 0, 0},
-                          wp = {pr->w, NULL, NULL, 0, 0};
+  const jt_weight_s8 we = {.w = e->w}, wd = {.w = d->w}, wp = {.w = pr->w};  /* not merged */
   jt_conv_s8_params dp = d->p;
   dp.stride_h = 1;  /* the depthwise conv of the band yields one row */
   int64_t prev_first = 0, prev_stop = 0;
@@ -83,13 +82,6 @@ jt_status jt_bottleneck_s8(const int8_t *x, const jt_dims4 *x_dims,
  *     e_x_zero@6 e_y_zero@7 e_lo@8 e_hi@9 d_strides@10 d_padding@12 d_y_zero@16 d_lo@17
  *     d_hi@18 p_y_zero@19 p_lo@20 p_hi@21 ------------------------------------------------- */
 
-static void dims4(const jt_runtime *rt, int32_t id, jt_dims4 *d) {
-  d->n = jt_dim(rt, id, 0);
-  d->h = jt_dim(rt, id, 1);
-  d->w = jt_dim(rt, id, 2);
-  d->c = jt_dim(rt, id, 3);
-}
-
 /* The three layers from the op (tensor data only when rt's buffers are bound). */
 static void layers(const jt_runtime *rt, const jt_op *op, int data, jt_conv_layer_s8 l[3]) {
   const int32_t *a = op->attr;
@@ -98,7 +90,7 @@ static void layers(const jt_runtime *rt, const jt_op *op, int data, jt_conv_laye
     l[k].w = data ? (const int8_t *)jt_data(rt, t[0]) : NULL;
     l[k].b = data ? (const int32_t *)jt_data(rt, t[1]) : NULL;
     l[k].m = data ? (const float *)jt_data(rt, t[2]) : NULL;
-    dims4(rt, t[0], &l[k].w_dims);
+    jt_dims4_of(rt, t[0], &l[k].w_dims);
   }
   const jt_conv_s8_params e = {a[0], a[1], a[2], a[3], a[4], a[5], 1, a[6], a[7], a[8], a[9]};
   const jt_conv_s8_params d = {a[10], a[11], a[12], a[13], a[14], a[15],
@@ -113,8 +105,8 @@ jt_status jt_op_bottleneck_s8(jt_runtime *rt, const jt_op *op) {
   jt_conv_layer_s8 l[3];
   jt_dims4 xd, yd;
   layers(rt, op, 1, l);
-  dims4(rt, op->in[0], &xd);
-  dims4(rt, op->out[0], &yd);
+  jt_dims4_of(rt, op->in[0], &xd);
+  jt_dims4_of(rt, op->out[0], &yd);
   return jt_bottleneck_s8((const int8_t *)jt_data(rt, op->in[0]), &xd, &l[0], &l[1], &l[2],
                           (int8_t *)jt_data(rt, op->out[0]), &yd,
                           (int8_t *)jt_data(rt, op->out[1]));
@@ -122,13 +114,13 @@ jt_status jt_op_bottleneck_s8(jt_runtime *rt, const jt_op *op) {
 
 /* Weight (o, kh, kw, ci) int8, bias (o,) int32, multiplier (o,) const finite float32. */
 static jt_status layer_check(const jt_runtime *rt, const int32_t *t) {
-  jt_status s = jt_fw_operand(rt, t[0], JT_DTYPE_I8, 4);
-  if (s != JT_OK || (s = jt_fw_operand(rt, t[1], JT_DTYPE_I32, 1)) != JT_OK ||
-      (s = jt_fw_multiplier(rt, t[2], 1)) != JT_OK)
+  jt_status s = jt_want(rt, t[0], JT_DTYPE_I8, 4);
+  if (s != JT_OK || (s = jt_want(rt, t[1], JT_DTYPE_I32, 1)) != JT_OK ||
+      (s = jt_want_multiplier(rt, t[2], 1)) != JT_OK)
     return s;
   const uint32_t o = jt_dim(rt, t[0], 0);
   if (jt_dim(rt, t[1], 0) != o || jt_dim(rt, t[2], 0) != o) return JT_E_SHAPE;
-  if (!jt_fw_reduction_ok(jt_dim(rt, t[0], 1), jt_dim(rt, t[0], 2), jt_dim(rt, t[0], 3)))
+  if (!jt_reduction_ok(jt_dim(rt, t[0], 1), jt_dim(rt, t[0], 2), jt_dim(rt, t[0], 3)))
     return JT_E_SHAPE;
   return JT_OK;
 }
@@ -138,17 +130,17 @@ jt_status jt_check_bottleneck_s8(const jt_runtime *rt, const jt_op *op) {
   jt_status s;
   for (uint32_t k = 0; k < 3; k++)
     if ((s = layer_check(rt, op->in + 1 + 3 * k)) != JT_OK) return s;
-  if ((s = jt_fw_operand(rt, x, JT_DTYPE_I8, 4)) != JT_OK) return s;
-  if ((s = jt_fw_operand(rt, y, JT_DTYPE_I8, 4)) != JT_OK) return s;
-  if ((s = jt_fw_operand(rt, band, JT_DTYPE_I8, 1)) != JT_OK) return s;
+  if ((s = jt_want(rt, x, JT_DTYPE_I8, 4)) != JT_OK) return s;
+  if ((s = jt_want(rt, y, JT_DTYPE_I8, 4)) != JT_OK) return s;
+  if ((s = jt_want(rt, band, JT_DTYPE_I8, 1)) != JT_OK) return s;
   jt_conv_layer_s8 l[3];
   jt_dims4 xd, yd;
   layers(rt, op, 0, l);
-  dims4(rt, x, &xd);
-  dims4(rt, y, &yd);
+  jt_dims4_of(rt, x, &xd);
+  jt_dims4_of(rt, y, &yd);
   const jt_conv_s8_params *e = &l[0].p, *d = &l[1].p, *p = &l[2].p;
-  if (!jt_is_i8_value(e->x_zero) || !jt_fw_clamp_ok(e->y_zero, e->lo, e->hi) ||
-      !jt_fw_clamp_ok(d->y_zero, d->lo, d->hi) || !jt_fw_clamp_ok(p->y_zero, p->lo, p->hi))
+  if (!jt_is_i8(e->x_zero) || !jt_requant_ok(e->y_zero, e->lo, e->hi) ||
+      !jt_requant_ok(d->y_zero, d->lo, d->hi) || !jt_requant_ok(p->y_zero, p->lo, p->hi))
     return JT_E_ATTR;
   /* expand: groups 1 over x's channels; depthwise: one filter per expanded channel;
    * project: 1x1 over them. Batch 1. */
@@ -157,12 +149,12 @@ jt_status jt_check_bottleneck_s8(const jt_runtime *rt, const jt_op *op) {
   if (l[1].w_dims.n != c || l[1].w_dims.c != 1) return JT_E_SHAPE;
   if (l[2].w_dims.h != 1 || l[2].w_dims.w != 1 || l[2].w_dims.c != c) return JT_E_SHAPE;
   uint32_t e_rows, e_cols, d_rows, d_cols;
-  if ((s = jt_fw_window(xd.h, l[0].w_dims.h, e->stride_h, e->pad_top, e->pad_bottom,
+  if ((s = jt_want_window(xd.h, l[0].w_dims.h, e->stride_h, e->pad_top, e->pad_bottom,
                         &e_rows)) != JT_OK ||
-      (s = jt_fw_window(xd.w, l[0].w_dims.w, e->stride_w, e->pad_left, e->pad_right,
+      (s = jt_want_window(xd.w, l[0].w_dims.w, e->stride_w, e->pad_left, e->pad_right,
                         &e_cols)) != JT_OK ||
-      (s = jt_fw_window(e_rows, kd, d->stride_h, d->pad_top, d->pad_bottom, &d_rows)) != JT_OK ||
-      (s = jt_fw_window(e_cols, l[1].w_dims.w, d->stride_w, d->pad_left, d->pad_right,
+      (s = jt_want_window(e_rows, kd, d->stride_h, d->pad_top, d->pad_bottom, &d_rows)) != JT_OK ||
+      (s = jt_want_window(e_cols, l[1].w_dims.w, d->stride_w, d->pad_left, d->pad_right,
                         &d_cols)) != JT_OK)
     return s;
   if (yd.n != 1 || yd.h != d_rows || yd.w != d_cols || yd.c != l[2].w_dims.n) return JT_E_SHAPE;

@@ -4,26 +4,6 @@
 
 #include "jt_internal.h"
 
-/* --- merged weights --------------------------------------------------------------------- */
-
-int8_t jt_weight_s8_at(const jt_weight_s8 *w, uint32_t flat) {
-  uint32_t inner = 1, k, a, outer, lo, hi;
-  if (w->w_sel == NULL) return w->w[flat];
-  for (k = w->axis + 1; k < w->rank; k++) inner *= w->dims[k];
-  a = (flat / inner) % w->dims[w->axis];
-  outer = flat / inner / w->dims[w->axis];
-  /* sel ascends strictly (verified): binary search for channel a */
-  lo = 0;
-  hi = w->n_sel;
-  while (lo < hi) {
-    uint32_t mid = lo + (hi - lo) / 2u;
-    if ((uint32_t)w->sel[mid] < a) lo = mid + 1u; else hi = mid;
-  }
-  if (lo < w->n_sel && (uint32_t)w->sel[lo] == a)
-    return w->w_sel[(outer * w->n_sel + lo) * inner + flat % inner];
-  return w->w[flat];
-}
-
 /* --- conv2d_bw_input -------------------------------------------------------------------- */
 
 jt_status jt_conv2d_bw_input_f32(const float *g, const jt_weight_s8 *w, float *gx,
@@ -68,31 +48,37 @@ uint32_t jt_conv2d_bw_input_f32_dw_in_place_get_buffer_size(const jt_conv_bw_f32
   return p->ho * p->wo * (uint32_t)sizeof(float);
 }
 
+void jt_depthwise_bw_plane_f32(const float *g, const jt_weight_s8 *w, uint32_t ch, float *gx,
+                               uint32_t stride, const jt_conv_bw_f32_params *p) {
+  uint32_t e, i, j, y, x;
+  for (e = 0; e < p->h * p->w; e++) gx[e * stride] = 0.0f;
+  for (i = 0; i < p->kh; i++) {
+    for (j = 0; j < p->kw; j++) {
+      const float wv = (float)jt_weight_s8_at(w, (ch * p->kh + i) * p->kw + j);
+      for (y = 0; y < p->ho; y++) {
+        const int32_t py = (int32_t)(y * (uint32_t)p->stride_h + i) - p->pad_top;
+        if (py < 0 || (uint32_t)py >= p->h) continue;
+        for (x = 0; x < p->wo; x++) {
+          const int32_t px = (int32_t)(x * (uint32_t)p->stride_w + j) - p->pad_left;
+          if (px < 0 || (uint32_t)px >= p->w) continue;
+          gx[((uint32_t)py * p->w + (uint32_t)px) * stride] += g[y * p->wo + x] * wv;
+        }
+      }
+    }
+  }
+}
+
 jt_status jt_conv2d_bw_input_f32_dw_in_place(float *g_gx, const jt_weight_s8 *w,
                                              float *scratch, const jt_conv_bw_f32_params *p) {
   const uint32_t c = p->c, plane = p->ho * p->wo;
-  uint32_t n, ch, e, i, j, y, x;
+  uint32_t n, ch, e;
   for (n = 0; n < p->n; n++) {
     float *img = g_gx + n * p->h * p->w * c;
     for (ch = 0; ch < c; ch++) {
       /* channel ch of g moves to scratch; then channel ch of gx (same bytes) is rebuilt
        * from it: gx's channel ch depends on g's channel ch only (one filter each) */
       for (e = 0; e < plane; e++) scratch[e] = img[e * c + ch];
-      for (e = 0; e < p->h * p->w; e++) img[e * c + ch] = 0.0f;
-      for (i = 0; i < p->kh; i++) {
-        for (j = 0; j < p->kw; j++) {
-          const float wv = (float)jt_weight_s8_at(w, (ch * p->kh + i) * p->kw + j);
-          for (y = 0; y < p->ho; y++) {
-            const int32_t py = (int32_t)(y * (uint32_t)p->stride_h + i) - p->pad_top;
-            if (py < 0 || (uint32_t)py >= p->h) continue;
-            for (x = 0; x < p->wo; x++) {
-              const int32_t px = (int32_t)(x * (uint32_t)p->stride_w + j) - p->pad_left;
-              if (px < 0 || (uint32_t)px >= p->w) continue;
-              img[((uint32_t)py * p->w + (uint32_t)px) * c + ch] += scratch[y * p->wo + x] * wv;
-            }
-          }
-        }
-      }
+      jt_depthwise_bw_plane_f32(scratch, w, ch, img + ch, c, p);
     }
   }
   return JT_OK;
@@ -121,81 +107,6 @@ jt_status jt_dense_bw_input_f32(const float *g, const jt_weight_s8 *w, float *gx
   return JT_OK;
 }
 
-/* --- helpers shared by the backward checks ---------------------------------------------- */
-
-jt_status jt_bw_want(const jt_runtime *rt, int32_t id, uint32_t dtype, uint32_t rank) {
-  if (jt_t(rt, id)->dtype != dtype) return JT_E_DTYPE;
-  return jt_rank(rt, id) == rank ? JT_OK : JT_E_SHAPE;
-}
-
-void jt_bw_weight_fill(const jt_runtime *rt, int32_t w_id, int has_sel, int32_t w_sel_id,
-                       int32_t sel_id, int32_t sel_axis, uint32_t rank, jt_weight_s8 *out) {
-  uint32_t k;
-  out->w = (const int8_t *)jt_data(rt, w_id);
-  out->w_sel = NULL;
-  out->sel = NULL;
-  out->n_sel = 0;
-  out->axis = 0;
-  out->rank = rank;
-  for (k = 0; k < 4u; k++) out->dims[k] = k < rank ? jt_dim(rt, w_id, k) : 1u;
-  if (!has_sel) return;
-  out->w_sel = (const int8_t *)jt_data(rt, w_sel_id);
-  out->sel = (const int32_t *)jt_data(rt, sel_id);
-  out->n_sel = jt_dim(rt, sel_id, 0);
-  out->axis = (uint32_t)(sel_axis < 0 ? sel_axis + (int32_t)rank : sel_axis);
-}
-
-jt_status jt_bw_weight_bind(const jt_runtime *rt, int32_t w_id, int has_sel, int32_t w_sel_id,
-                            int32_t sel_id, int32_t sel_axis, uint32_t rank,
-                            jt_weight_s8 *out) {
-  jt_status s;
-  uint32_t k, axis;
-  if (rank > 4u) return JT_E_SHAPE;
-  if ((s = jt_bw_want(rt, w_id, JT_DTYPE_I8, rank)) != JT_OK) return s;
-  if (has_sel) {
-    if ((s = jt_bw_want(rt, w_sel_id, JT_DTYPE_I8, rank)) != JT_OK) return s;
-    if ((s = jt_bw_want(rt, sel_id, JT_DTYPE_I32, 1)) != JT_OK) return s;
-    if (jt_storage(rt, sel_id) != JT_CONST) return JT_E_DTYPE;
-    if (sel_axis < -(int32_t)rank || sel_axis >= (int32_t)rank) return JT_E_ATTR;
-    axis = (uint32_t)(sel_axis < 0 ? sel_axis + (int32_t)rank : sel_axis);
-    for (k = 0; k < rank; k++) {
-      uint32_t want = k == axis ? jt_dim(rt, sel_id, 0) : jt_dim(rt, w_id, k);
-      if (jt_dim(rt, w_sel_id, k) != want) return JT_E_SHAPE;
-    }
-    if (!jt_channels_ok(rt, sel_id, jt_dim(rt, w_id, axis))) return JT_E_ATTR;
-  }
-  jt_bw_weight_fill(rt, w_id, has_sel, w_sel_id, sel_id, sel_axis, rank, out);
-  return JT_OK;
-}
-
-jt_status jt_bw_window(uint32_t size, int64_t k, int64_t stride, int64_t pad0, int64_t pad1,
-                       uint32_t *out) {
-  int64_t padded;
-  if (k < 1 || stride < 1 || pad0 < 0 || pad1 < 0) return JT_E_ATTR;
-  padded = (int64_t)size + pad0 + pad1;  /* each term < 2**32: no overflow */
-  if (padded > INT32_MAX || k > INT32_MAX || stride > INT32_MAX) return JT_E_ATTR;
-  if (padded < k) return JT_E_SHAPE;
-  *out = (uint32_t)((padded - k) / stride + 1);
-  return JT_OK;
-}
-
-int jt_bw_finite_if_const(const jt_runtime *rt, int32_t id) {
-  const uint8_t *d;
-  uint32_t n, k, bits;
-  if (jt_storage(rt, id) != JT_CONST) return 1;
-  d = (const uint8_t *)jt_data(rt, id);
-  n = jt_numel(rt, id);
-  for (k = 0; k < n; k++) {
-    memcpy(&bits, d + 4u * k, 4);
-    if (((bits >> 23) & 0xffu) == 0xffu) return 0;  /* inf or NaN */
-  }
-  return 1;
-}
-
-int jt_bw_same_buffer(const jt_runtime *rt, int32_t a, int32_t b) {
-  return jt_base(rt, a) == jt_base(rt, b);
-}
-
 /* --- conv2d_bw_input_f32: g w w_sel? sel? -> gx scratch? ---------------------------------
  * attrs: strides@0 padding@2 (top, bottom, left, right) groups@6 in_shape@7 sel_axis?@10 */
 
@@ -220,10 +131,8 @@ static void conv_params(const jt_runtime *rt, const jt_op *op, jt_conv_bw_f32_pa
 jt_status jt_op_conv2d_bw_input_f32(jt_runtime *rt, const jt_op *op) {
   jt_conv_bw_f32_params p;
   jt_weight_s8 w;
-  const int sel = op->attr[10] != 0;
   conv_params(rt, op, &p);
-  jt_bw_weight_fill(rt, op->in[1], sel, sel ? op->in[2] : -1, sel ? op->in[3] : -1,
-                    op->attr[11], 4, &w);
+  jt_weight_operands_fill(rt, op, 1, 2, 10, 4, &w);
   if (op->n_out == 2u)
     return jt_conv2d_bw_input_f32_dw_in_place((float *)jt_data(rt, op->out[0]), &w,
                                               (float *)jt_data(rt, op->out[1]), &p);
@@ -237,13 +146,9 @@ jt_status jt_check_conv2d_bw_input_f32(const jt_runtime *rt, const jt_op *op) {
   jt_weight_s8 w;
   jt_status s;
   uint32_t ho, wo, n, h, wd, c, o, groups;
-  if (a[10] != 0 && a[10] != 1) return JT_E_ATTR;
-  if (op->n_in != (a[10] ? 4u : 2u)) return JT_E_OPERANDS;
-  if ((s = jt_bw_want(rt, g, JT_DTYPE_F32, 4)) != JT_OK) return s;
-  if ((s = jt_bw_want(rt, gx, JT_DTYPE_F32, 4)) != JT_OK) return s;
-  if ((s = jt_bw_weight_bind(rt, op->in[1], a[10], a[10] ? op->in[2] : -1,
-                             a[10] ? op->in[3] : -1, a[11], 4, &w)) != JT_OK)
-    return s;
+  if ((s = jt_weight_operands(rt, op, 1, 2, 2, 10, 4, &w)) != JT_OK) return s;
+  if ((s = jt_want(rt, g, JT_DTYPE_F32, 4)) != JT_OK) return s;
+  if ((s = jt_want(rt, gx, JT_DTYPE_F32, 4)) != JT_OK) return s;
   n = jt_dim(rt, gx, 0);
   h = jt_dim(rt, gx, 1);
   wd = jt_dim(rt, gx, 2);
@@ -256,8 +161,8 @@ jt_status jt_check_conv2d_bw_input_f32(const jt_runtime *rt, const jt_op *op) {
   if (jt_dim(rt, g, 0) != n || w.dims[0] != o || o % groups != 0u ||
       (uint64_t)w.dims[3] * groups != c)
     return JT_E_SHAPE;
-  if ((s = jt_bw_window(h, w.dims[1], a[0], a[2], a[3], &ho)) != JT_OK) return s;
-  if ((s = jt_bw_window(wd, w.dims[2], a[1], a[4], a[5], &wo)) != JT_OK) return s;
+  if ((s = jt_want_window(h, w.dims[1], a[0], a[2], a[3], &ho)) != JT_OK) return s;
+  if ((s = jt_want_window(wd, w.dims[2], a[1], a[4], a[5], &wo)) != JT_OK) return s;
   if (jt_dim(rt, g, 1) != ho || jt_dim(rt, g, 2) != wo) return JT_E_SHAPE;
   if (op->n_out == 2u) {
     /* in place, channel by channel: depthwise with gx shaped like g, scratch one plane */
@@ -266,8 +171,8 @@ jt_status jt_check_conv2d_bw_input_f32(const jt_runtime *rt, const jt_op *op) {
     if (groups != c || o != c || !jt_same_shape(rt, g, gx) ||
         (uint64_t)jt_numel(rt, sc) != (uint64_t)h * wd)
       return JT_E_SHAPE;
-    if (jt_bw_same_buffer(rt, sc, g) || jt_bw_same_buffer(rt, sc, gx)) return JT_E_SHAPE;
-  } else if (jt_bw_same_buffer(rt, gx, g)) {
+    if (jt_same_buffer(rt, sc, g) || jt_same_buffer(rt, sc, gx)) return JT_E_SHAPE;
+  } else if (jt_same_buffer(rt, gx, g)) {
     return JT_E_SHAPE;  /* only the channel-by-channel variant may run in place */
   }
   return JT_OK;
@@ -278,9 +183,7 @@ jt_status jt_check_conv2d_bw_input_f32(const jt_runtime *rt, const jt_op *op) {
 jt_status jt_op_dense_bw_input_f32(jt_runtime *rt, const jt_op *op) {
   jt_dense_bw_f32_params p;
   jt_weight_s8 w;
-  const int sel = op->attr[0] != 0;
-  jt_bw_weight_fill(rt, op->in[1], sel, sel ? op->in[2] : -1, sel ? op->in[3] : -1,
-                    op->attr[1], 2, &w);
+  jt_weight_operands_fill(rt, op, 1, 2, 0, 2, &w);
   p.n = jt_dim(rt, op->in[0], 0);
   p.o = jt_dim(rt, op->in[0], 1);
   p.k = jt_dim(rt, op->out[0], 1);
@@ -289,20 +192,15 @@ jt_status jt_op_dense_bw_input_f32(jt_runtime *rt, const jt_op *op) {
 }
 
 jt_status jt_check_dense_bw_input_f32(const jt_runtime *rt, const jt_op *op) {
-  const int32_t *a = op->attr;
   const int32_t g = op->in[0], gx = op->out[0];
   jt_weight_s8 w;
   jt_status s;
-  if (a[0] != 0 && a[0] != 1) return JT_E_ATTR;
-  if (op->n_in != (a[0] ? 4u : 2u)) return JT_E_OPERANDS;
-  if ((s = jt_bw_want(rt, g, JT_DTYPE_F32, 2)) != JT_OK) return s;
-  if ((s = jt_bw_want(rt, gx, JT_DTYPE_F32, 2)) != JT_OK) return s;
-  if ((s = jt_bw_weight_bind(rt, op->in[1], a[0], a[0] ? op->in[2] : -1,
-                             a[0] ? op->in[3] : -1, a[1], 2, &w)) != JT_OK)
-    return s;
+  if ((s = jt_weight_operands(rt, op, 1, 2, 2, 0, 2, &w)) != JT_OK) return s;
+  if ((s = jt_want(rt, g, JT_DTYPE_F32, 2)) != JT_OK) return s;
+  if ((s = jt_want(rt, gx, JT_DTYPE_F32, 2)) != JT_OK) return s;
   if (jt_dim(rt, g, 1) != w.dims[0] || jt_dim(rt, gx, 0) != jt_dim(rt, g, 0) ||
       jt_dim(rt, gx, 1) != w.dims[1])
     return JT_E_SHAPE;
-  if (jt_bw_same_buffer(rt, gx, g)) return JT_E_SHAPE;
+  if (jt_same_buffer(rt, gx, g)) return JT_E_SHAPE;
   return JT_OK;
 }

@@ -12,9 +12,7 @@
  *   dense: gx[n, k] = ((t_0 + t_1) + t_2) + ..., t_o = g[n, o] * w[o, k], o ascending,
  *          starting from the first term (+0.0f when O = 0).
  *
- * A weight may be "merged" (a sparsely trained layer): the frozen full weight w with the
- * entries at channels sel[k] of axis `axis` replaced by w_sel[..., k, ...]
- * (kernels.merge_channels). jt_weight_s8 describes either kind; no merged copy is made.
+ * Weights may be merged (a sparsely trained layer): jt_weight_s8.h.
  */
 #ifndef JT_CONV_BW_F32_H
 #define JT_CONV_BW_F32_H
@@ -22,21 +20,7 @@
 #include <stdint.h>
 
 #include "jaxtiny.h"
-
-/* An int8 weight of rank <= 4, possibly merged. */
-typedef struct {
-  const int8_t *w;      /* the full (frozen) weight, dims[0..rank) */
-  const int8_t *w_sel;  /* NULL: w is the weight; else the trained part, dims with
-                           dims[axis] replaced by n_sel */
-  const int32_t *sel;   /* n_sel channel indices along axis, in [0, dims[axis]), ascending */
-  uint32_t n_sel;
-  uint32_t axis;        /* in [0, rank) */
-  uint32_t rank;
-  uint32_t dims[4];
-} jt_weight_s8;
-
-/* The weight's element at flat row-major index `flat` (of the merged shape). */
-int8_t jt_weight_s8_at(const jt_weight_s8 *w, uint32_t flat);
+#include "jt_weight_s8.h"
 
 /* Geometry of a convolution's input gradient. The verifier guarantees: kh, kw, strides
  * >= 1; pads >= 0; h + pad_top + pad_bottom and w + left + right fit int32;
@@ -69,28 +53,14 @@ typedef struct {
 jt_status jt_dense_bw_input_f32(const float *g, const jt_weight_s8 *w, float *gx,
                                 const jt_dense_bw_f32_params *p);
 
-/* --- shared by the backward families' checks (runtime side, after generic checks) ---- */
-/* An operand of this dtype and rank: JT_OK, else JT_E_DTYPE or JT_E_SHAPE. */
-jt_status jt_bw_want(const jt_runtime *rt, int32_t id, uint32_t dtype, uint32_t rank);
-/* *out describes the weight operand w_id of rank <= 4, merged with w_sel_id / sel_id along
- * sel_axis (numpy style, may be negative) when has_sel. No checks (the adapters' part). */
-void jt_bw_weight_fill(const jt_runtime *rt, int32_t w_id, int has_sel, int32_t w_sel_id,
-                       int32_t sel_id, int32_t sel_axis, uint32_t rank, jt_weight_s8 *out);
-/* The same after checking it: int8 weights of this rank, w_sel shaped like w but for
- * n_sel along the axis, sel a const int32 list of n_sel channels in range, strictly
- * ascending, the axis in [-rank, rank). */
-jt_status jt_bw_weight_bind(const jt_runtime *rt, int32_t w_id, int has_sel, int32_t w_sel_id,
-                            int32_t sel_id, int32_t sel_axis, uint32_t rank,
-                            jt_weight_s8 *out);
-/* A window op's parameters: JT_E_ATTR unless k >= 1, stride >= 1, pads >= 0 and size padded
- * fits int32; JT_E_SHAPE when the window does not fit; else JT_OK and *out the output
- * length floor((size + pad0 + pad1 - k) / stride) + 1 >= 1. */
-jt_status jt_bw_window(uint32_t size, int64_t k, int64_t stride, int64_t pad0, int64_t pad1,
-                       uint32_t *out);
-/* A float32 tensor that is constant holds only finite values (the reference refuses
- * non-finite multipliers); other storage cannot be checked at init and passes. */
-int jt_bw_finite_if_const(const jt_runtime *rt, int32_t id);
-/* Two operands whose bytes are the same buffer (one aliases the other). */
-int jt_bw_same_buffer(const jt_runtime *rt, int32_t a, int32_t b);
+/* One channel of a depthwise conv's input gradient (one filter, channel ch of w): gx[e *
+ * stride] for the p->h * p->w input positions e starts at +0.0f, then adds g[y * wo + x] *
+ * w[ch, i, j] over the taps (i, j) in row-major order, each tap's outputs (y, x) in
+ * row-major order; terms landing in the padding are dropped. g holds the channel's
+ * p->ho * p->wo gradient values contiguously and must not overlap gx. (For a fixed tap an
+ * input element is reached from at most one output, so each element's terms come in tap
+ * order, as in the reference.) */
+void jt_depthwise_bw_plane_f32(const float *g, const jt_weight_s8 *w, uint32_t ch, float *gx,
+                               uint32_t stride, const jt_conv_bw_f32_params *p);
 
 #endif

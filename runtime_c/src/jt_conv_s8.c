@@ -6,17 +6,6 @@
 
 /* --- kernels ------------------------------------------------------------------------------ */
 
-/* Position of v in the strictly ascending list sel[0..n), or -1. */
-static int32_t find_sel(const int32_t *sel, uint32_t n, uint32_t v) {
-  uint32_t lo = 0, hi = n;
-  while (lo < hi) {
-    const uint32_t mid = lo + (hi - lo) / 2u;
-    if ((uint32_t)sel[mid] < v) lo = mid + 1u;
-    else hi = mid;
-  }
-  return (lo < n && (uint32_t)sel[lo] == v) ? (int32_t)lo : -1;
-}
-
 static int32_t dot_s8(const int8_t *x, int32_t x_zero, const int8_t *w, uint32_t len) {
   int32_t acc = 0;
   for (uint32_t c = 0; c < len; c++) acc += ((int32_t)x[c] - x_zero) * (int32_t)w[c];
@@ -38,36 +27,22 @@ static int32_t dot_merged_s8(const int8_t *x, int32_t x_zero, const int8_t *w, c
   return acc;
 }
 
-/* Taps [*t0, *t1) of a window of k starting at padded-free coordinate `start` that land
- * inside [0, size): the others read padding, which contributes 0 (or never wins). */
-static void tap_range(int64_t start, uint32_t k, uint32_t size, uint32_t *t0, uint32_t *t1) {
-  const int64_t lo = start < 0 ? -start : 0;
-  int64_t hi = (int64_t)size - start;
-  if (hi > (int64_t)k) hi = k;
-  if (lo >= hi) {
-    *t0 = *t1 = 0;
-    return;
-  }
-  *t0 = (uint32_t)lo;
-  *t1 = (uint32_t)hi;
-}
-
 /* S of output channel o at taps [i0,i1) x [j0,j1) of a merged weight. */
 static int32_t merged_taps(const int8_t *x, const jt_dims4 *xd, int64_t ys, int64_t xs,
                            uint32_t i0, uint32_t i1, uint32_t j0, uint32_t j1, uint32_t cin0,
-                           const jt_conv_weight_s8 *w, const jt_dims4 *wd, uint32_t o,
+                           const jt_weight_s8 *w, const jt_dims4 *wd, uint32_t o,
                            int32_t x_zero) {
   const uint32_t kh = wd->h, kw = wd->w, ci = wd->c, ns = w->n_sel;
-  const int32_t p0 = w->axis == 0 ? find_sel(w->sel, ns, o) : -1;
+  const int32_t p0 = w->axis == 0 ? jt_sel_find(w->sel, ns, o) : -1;
   int32_t acc = 0;
   for (uint32_t i = i0; i < i1; i++) {
     const uint32_t iy = (uint32_t)(ys + (int64_t)i);
-    const int32_t p1 = w->axis == 1 ? find_sel(w->sel, ns, i) : -1;
+    const int32_t p1 = w->axis == 1 ? jt_sel_find(w->sel, ns, i) : -1;
     for (uint32_t j = j0; j < j1; j++) {
       const uint32_t ix = (uint32_t)(xs + (int64_t)j);
       const int8_t *xr = x + (iy * xd->w + ix) * xd->c + cin0;
       const int8_t *full = w->w + ((o * kh + i) * kw + j) * ci;
-      const int32_t p2 = w->axis == 2 ? find_sel(w->sel, ns, j) : -1;
+      const int32_t p2 = w->axis == 2 ? jt_sel_find(w->sel, ns, j) : -1;
       if (w->axis == 3) {
         const int8_t *part = w->w_sel + ((o * kh + i) * kw + j) * ns;
         acc += dot_merged_s8(xr, x_zero, full, part, w->sel, ns, ci);
@@ -85,7 +60,7 @@ static int32_t merged_taps(const int8_t *x, const jt_dims4 *xd, int64_t ys, int6
   return acc;
 }
 
-jt_status jt_conv2d_s8_row(const int8_t *x, const jt_dims4 *x_dims, const jt_conv_weight_s8 *w,
+jt_status jt_conv2d_s8_row(const int8_t *x, const jt_dims4 *x_dims, const jt_weight_s8 *w,
                            const jt_dims4 *w_dims, const int32_t *bias, const float *m,
                            const jt_conv_s8_params *p, uint32_t oy, uint32_t wo,
                            int8_t *y_row) {
@@ -94,11 +69,11 @@ jt_status jt_conv2d_s8_row(const int8_t *x, const jt_dims4 *x_dims, const jt_con
   const uint32_t og = o_count / (uint32_t)p->groups;  /* output channels per group */
   const int64_t ys = (int64_t)oy * p->stride_h - p->pad_top;
   uint32_t i0, i1;
-  tap_range(ys, kh, x_dims->h, &i0, &i1);
+  jt_tap_range(ys, kh, x_dims->h, &i0, &i1);
   for (uint32_t ox = 0; ox < wo; ox++) {
     const int64_t xs = (int64_t)ox * p->stride_w - p->pad_left;
     uint32_t j0, j1;
-    tap_range(xs, kw, x_dims->w, &j0, &j1);
+    jt_tap_range(xs, kw, x_dims->w, &j0, &j1);
     int8_t *yo = y_row + ox * o_count;
     for (uint32_t o = 0; o < o_count; o++) {
       const uint32_t cin0 = (o / og) * ci;  /* first input channel of o's group */
@@ -122,7 +97,7 @@ jt_status jt_conv2d_s8_row(const int8_t *x, const jt_dims4 *x_dims, const jt_con
   return JT_OK;
 }
 
-jt_status jt_conv2d_s8(const int8_t *x, const jt_dims4 *x_dims, const jt_conv_weight_s8 *w,
+jt_status jt_conv2d_s8(const int8_t *x, const jt_dims4 *x_dims, const jt_weight_s8 *w,
                        const jt_dims4 *w_dims, const int32_t *bias, const float *m,
                        const jt_conv_s8_params *p, int8_t *y, const jt_dims4 *y_dims) {
   const uint32_t image = x_dims->h * x_dims->w * x_dims->c;
@@ -136,7 +111,7 @@ jt_status jt_conv2d_s8(const int8_t *x, const jt_dims4 *x_dims, const jt_conv_we
   return JT_OK;
 }
 
-jt_status jt_dense_s8(const int8_t *x, uint32_t n, uint32_t k, const jt_conv_weight_s8 *w,
+jt_status jt_dense_s8(const int8_t *x, uint32_t n, uint32_t k, const jt_weight_s8 *w,
                       uint32_t o, const int32_t *bias, const float *m,
                       const jt_dense_s8_params *p, int8_t *y) {
   for (uint32_t b = 0; b < n; b++) {
@@ -149,7 +124,7 @@ jt_status jt_dense_s8(const int8_t *x, uint32_t n, uint32_t k, const jt_conv_wei
       } else if (w->axis == 1) {
         acc = dot_merged_s8(xr, p->x_zero, wr, w->w_sel + oc * w->n_sel, w->sel, w->n_sel, k);
       } else {
-        const int32_t at = find_sel(w->sel, w->n_sel, oc);
+        const int32_t at = jt_sel_find(w->sel, w->n_sel, oc);
         acc = dot_s8(xr, p->x_zero, at >= 0 ? w->w_sel + (uint32_t)at * k : wr, k);
       }
       y[b * o + oc] =
@@ -159,54 +134,21 @@ jt_status jt_dense_s8(const int8_t *x, uint32_t n, uint32_t k, const jt_conv_wei
   return JT_OK;
 }
 
-/* --- shared by both ops: the weight operand, merged or not ---------------------------------- */
-
-/* Binds w (and w_sel, sel of a merged weight) of an op whose weight is input 1 and whose
- * optional w_sel, sel are inputs 4, 5, present exactly when the presence slot says so. */
-static jt_status weight_check(const jt_runtime *rt, const jt_op *op, uint32_t rank,
-                              uint32_t presence_slot) {
-  const int32_t present = op->attr[presence_slot];
-  if (present != 0 && present != 1) return JT_E_ATTR;
-  if (op->n_in != (present ? 6u : 4u)) return JT_E_OPERANDS;
-  jt_status s = jt_fw_operand(rt, op->in[1], JT_DTYPE_I8, rank);
-  if (s != JT_OK || !present) return s;
-  const int32_t w = op->in[1], w_sel = op->in[4], sel = op->in[5];
-  int32_t axis = op->attr[presence_slot + 1];
-  if (axis < 0) axis += (int32_t)rank;  /* numpy-style negative axes */
-  if (axis < 0 || axis >= (int32_t)rank) return JT_E_ATTR;
-  if ((s = jt_fw_operand(rt, w_sel, JT_DTYPE_I8, rank)) != JT_OK) return s;
-  if ((s = jt_fw_operand(rt, sel, JT_DTYPE_I32, 1)) != JT_OK) return s;
-  if (jt_storage(rt, sel) != JT_CONST) return JT_E_DTYPE;
-  for (uint32_t k = 0; k < rank; k++) {
-    const uint32_t want = k == (uint32_t)axis ? jt_dim(rt, sel, 0) : jt_dim(rt, w, k);
-    if (jt_dim(rt, w_sel, k) != want) return JT_E_SHAPE;
-  }
-  if (!jt_channels_ok(rt, sel, jt_dim(rt, w, (uint32_t)axis))) return JT_E_ATTR;
-  return JT_OK;
-}
-
-static void weight_bind(const jt_runtime *rt, const jt_op *op, uint32_t rank,
-                        uint32_t presence_slot, jt_conv_weight_s8 *w) {
-  w->w = (const int8_t *)jt_data(rt, op->in[1]);
-  w->w_sel = NULL;
-  w->sel = NULL;
-  w->n_sel = 0;
-  w->axis = 0;
-  if (op->attr[presence_slot]) {
-    int32_t axis = op->attr[presence_slot + 1];
-    if (axis < 0) axis += (int32_t)rank;
-    w->w_sel = (const int8_t *)jt_data(rt, op->in[4]);
-    w->sel = (const int32_t *)jt_data(rt, op->in[5]);
-    w->n_sel = jt_dim(rt, op->in[5], 0);
-    w->axis = (uint32_t)axis;
-  }
-}
-
-static void dims4(const jt_runtime *rt, int32_t id, jt_dims4 *d) {
+void jt_dims4_of(const jt_runtime *rt, int32_t id, jt_dims4 *d) {
   d->n = jt_dim(rt, id, 0);
   d->h = jt_dim(rt, id, 1);
   d->w = jt_dim(rt, id, 2);
   d->c = jt_dim(rt, id, 3);
+}
+
+/* The operands both ops share besides the weight: x and y int8 of this rank, bias int32
+ * (O,) and multipliers (O,) (their lengths are checked by the caller). */
+static jt_status io_check(const jt_runtime *rt, const jt_op *op, uint32_t rank) {
+  jt_status s;
+  if ((s = jt_want(rt, op->in[0], JT_DTYPE_I8, rank)) != JT_OK) return s;
+  if ((s = jt_want(rt, op->in[2], JT_DTYPE_I32, 1)) != JT_OK) return s;
+  if ((s = jt_want_multiplier(rt, op->in[3], 1)) != JT_OK) return s;
+  return jt_want(rt, op->out[0], JT_DTYPE_I8, rank);
 }
 
 /* --- conv2d_s8: x w b m w_sel? sel? -> y | strides@0 padding@2 groups@6 x_zero@7 y_zero@8
@@ -229,13 +171,13 @@ static void conv_params(const jt_op *op, jt_conv_s8_params *p) {
 
 jt_status jt_op_conv2d_s8(jt_runtime *rt, const jt_op *op) {
   jt_conv_s8_params p;
-  jt_conv_weight_s8 w;
+  jt_weight_s8 w;
   jt_dims4 xd, wd, yd;
   conv_params(op, &p);
-  weight_bind(rt, op, 4, 11, &w);
-  dims4(rt, op->in[0], &xd);
-  dims4(rt, op->in[1], &wd);
-  dims4(rt, op->out[0], &yd);
+  jt_weight_operands_fill(rt, op, 1, 4, 11, 4, &w);
+  jt_dims4_of(rt, op->in[0], &xd);
+  jt_dims4_of(rt, op->in[1], &wd);
+  jt_dims4_of(rt, op->out[0], &yd);
   return jt_conv2d_s8((const int8_t *)jt_data(rt, op->in[0]), &xd, &w, &wd,
                       (const int32_t *)jt_data(rt, op->in[2]), (const float *)jt_data(rt, op->in[3]),
                       &p, (int8_t *)jt_data(rt, op->out[0]), &yd);
@@ -243,27 +185,24 @@ jt_status jt_op_conv2d_s8(jt_runtime *rt, const jt_op *op) {
 
 jt_status jt_check_conv2d_s8(const jt_runtime *rt, const jt_op *op) {
   const int32_t x = op->in[0], b = op->in[2], m = op->in[3], y = op->out[0];
-  jt_status s = weight_check(rt, op, 4, 11);
-  if (s != JT_OK) return s;
-  if ((s = jt_fw_operand(rt, x, JT_DTYPE_I8, 4)) != JT_OK) return s;
-  if ((s = jt_fw_operand(rt, b, JT_DTYPE_I32, 1)) != JT_OK) return s;
-  if ((s = jt_fw_multiplier(rt, m, 1)) != JT_OK) return s;
-  if ((s = jt_fw_operand(rt, y, JT_DTYPE_I8, 4)) != JT_OK) return s;
+  jt_weight_s8 w;
+  jt_status s = jt_weight_operands(rt, op, 1, 4, 4, 11, 4, &w);
+  if (s != JT_OK || (s = io_check(rt, op, 4)) != JT_OK) return s;
   jt_conv_s8_params p;
   jt_dims4 xd, wd, yd;
   conv_params(op, &p);
-  dims4(rt, x, &xd);
-  dims4(rt, op->in[1], &wd);
-  dims4(rt, y, &yd);
-  if (!jt_is_i8_value(p.x_zero) || !jt_fw_clamp_ok(p.y_zero, p.lo, p.hi) || p.groups < 1)
+  jt_dims4_of(rt, x, &xd);
+  jt_dims4_of(rt, op->in[1], &wd);
+  jt_dims4_of(rt, y, &yd);
+  if (!jt_is_i8(p.x_zero) || !jt_requant_ok(p.y_zero, p.lo, p.hi) || p.groups < 1)
     return JT_E_ATTR;
   const uint32_t g = (uint32_t)p.groups;
   if ((uint64_t)wd.c * g != xd.c || wd.n % g != 0) return JT_E_SHAPE;
   if (jt_dim(rt, b, 0) != wd.n || jt_dim(rt, m, 0) != wd.n) return JT_E_SHAPE;
-  if (!jt_fw_reduction_ok(wd.h, wd.w, wd.c)) return JT_E_SHAPE;
+  if (!jt_reduction_ok(wd.h, wd.w, wd.c)) return JT_E_SHAPE;
   uint32_t ho, wo;
-  if ((s = jt_fw_window(xd.h, wd.h, p.stride_h, p.pad_top, p.pad_bottom, &ho)) != JT_OK) return s;
-  if ((s = jt_fw_window(xd.w, wd.w, p.stride_w, p.pad_left, p.pad_right, &wo)) != JT_OK) return s;
+  if ((s = jt_want_window(xd.h, wd.h, p.stride_h, p.pad_top, p.pad_bottom, &ho)) != JT_OK) return s;
+  if ((s = jt_want_window(xd.w, wd.w, p.stride_w, p.pad_left, p.pad_right, &wo)) != JT_OK) return s;
   if (yd.n != xd.n || yd.h != ho || yd.w != wo || yd.c != wd.n) return JT_E_SHAPE;
   return JT_OK;
 }
@@ -273,8 +212,8 @@ jt_status jt_check_conv2d_s8(const jt_runtime *rt, const jt_op *op) {
 jt_status jt_op_dense_s8(jt_runtime *rt, const jt_op *op) {
   const int32_t *a = op->attr;
   const jt_dense_s8_params p = {a[0], a[1], a[2], a[3]};
-  jt_conv_weight_s8 w;
-  weight_bind(rt, op, 2, 4, &w);
+  jt_weight_s8 w;
+  jt_weight_operands_fill(rt, op, 1, 4, 4, 2, &w);
   const int32_t x = op->in[0];
   return jt_dense_s8((const int8_t *)jt_data(rt, x), jt_dim(rt, x, 0), jt_dim(rt, x, 1), &w,
                      jt_dim(rt, op->in[1], 0), (const int32_t *)jt_data(rt, op->in[2]),
@@ -284,17 +223,14 @@ jt_status jt_op_dense_s8(jt_runtime *rt, const jt_op *op) {
 
 jt_status jt_check_dense_s8(const jt_runtime *rt, const jt_op *op) {
   const int32_t x = op->in[0], w = op->in[1], b = op->in[2], m = op->in[3], y = op->out[0];
-  jt_status s = weight_check(rt, op, 2, 4);
-  if (s != JT_OK) return s;
-  if ((s = jt_fw_operand(rt, x, JT_DTYPE_I8, 2)) != JT_OK) return s;
-  if ((s = jt_fw_operand(rt, b, JT_DTYPE_I32, 1)) != JT_OK) return s;
-  if ((s = jt_fw_multiplier(rt, m, 1)) != JT_OK) return s;
-  if ((s = jt_fw_operand(rt, y, JT_DTYPE_I8, 2)) != JT_OK) return s;
+  jt_weight_s8 wt;
+  jt_status s = jt_weight_operands(rt, op, 1, 4, 4, 4, 2, &wt);
+  if (s != JT_OK || (s = io_check(rt, op, 2)) != JT_OK) return s;
   const int32_t *a = op->attr;
-  if (!jt_is_i8_value(a[0]) || !jt_fw_clamp_ok(a[1], a[2], a[3])) return JT_E_ATTR;
+  if (!jt_is_i8(a[0]) || !jt_requant_ok(a[1], a[2], a[3])) return JT_E_ATTR;
   const uint32_t o = jt_dim(rt, w, 0), k = jt_dim(rt, w, 1);
   if (jt_dim(rt, x, 1) != k || jt_dim(rt, b, 0) != o || jt_dim(rt, m, 0) != o) return JT_E_SHAPE;
-  if (!jt_fw_reduction_ok(1, 1, k)) return JT_E_SHAPE;
+  if (!jt_reduction_ok(1, 1, k)) return JT_E_SHAPE;
   if (jt_dim(rt, y, 0) != jt_dim(rt, x, 0) || jt_dim(rt, y, 1) != o) return JT_E_SHAPE;
   return JT_OK;
 }

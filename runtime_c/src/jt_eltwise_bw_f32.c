@@ -2,12 +2,7 @@
  * (see jt_eltwise_bw_f32.h). */
 #include "jt_eltwise_bw_f32.h"
 
-#include "jt_conv_bw_f32.h"
 #include "jt_internal.h"
-
-static inline uint32_t bit(const uint8_t *mask, uint32_t e) {
-  return (uint32_t)(mask[e >> 3] >> (e & 7u)) & 1u;
-}
 
 /* --- kernels ----------------------------------------------------------------------------- */
 
@@ -20,7 +15,7 @@ jt_status jt_requant_bw_f32(const float *g, const uint8_t *mask, const float *m,
     else if (p->m_mode == JT_M_POSITION) mv = m[(e / p->channels) % p->positions];
     else mv = m[0];
     /* read g[e] before writing g_acc[e]: the op may run in place */
-    g_acc[e] = bit(mask, e) ? g[e] * mv : 0.0f;
+    g_acc[e] = jt_mask_bit(mask, e) ? g[e] * mv : 0.0f;
   }
   return JT_OK;
 }
@@ -31,7 +26,7 @@ jt_status jt_add_bw_f32(const float *g, const uint8_t *mask, float *ga, float *g
   const float fa = (float)p->a_mult, fb = (float)p->b_mult;
   uint32_t e;
   for (e = 0; e < p->size; e++) {
-    const float d = bit(mask, e) ? g[e] * p->m : 0.0f;
+    const float d = jt_mask_bit(mask, e) ? g[e] * p->m : 0.0f;
     ga[e] = d * fa;  /* ga may alias g: g[e] is read already */
     gb[e] = d * fb;
   }
@@ -46,32 +41,10 @@ jt_status jt_concat_bw_f32(const float *g, const uint8_t *mask, float *gx,
       const uint32_t src = (u * p->total + p->start + a) * p->inner;
       float *dst = gx + (u * p->size + a) * p->inner;
       for (k = 0; k < p->inner; k++)
-        dst[k] = p->identity ? g[src + k] : bit(mask, src + k) ? g[src + k] * p->m : 0.0f;
+        dst[k] = p->identity ? g[src + k] : jt_mask_bit(mask, src + k) ? g[src + k] * p->m : 0.0f;
     }
   }
   return JT_OK;
-}
-
-/* --- shared check ------------------------------------------------------------------------ */
-
-jt_status jt_bw_m_mode(const jt_runtime *rt, int32_t m_id, int32_t g_id, uint32_t *mode) {
-  const uint32_t mr = jt_rank(rt, m_id), gr = jt_rank(rt, g_id);
-  if (jt_t(rt, m_id)->dtype != JT_DTYPE_F32) return JT_E_DTYPE;
-  if (mr == 0u) *mode = JT_M_SCALAR;
-  else if (mr == 1u && gr >= 1u && jt_dim(rt, m_id, 0) == jt_dim(rt, g_id, gr - 1u))
-    *mode = JT_M_CHANNEL;
-  else if (mr == 2u && gr == 4u && jt_dim(rt, m_id, 0) == jt_dim(rt, g_id, 1) &&
-           jt_dim(rt, m_id, 1) == jt_dim(rt, g_id, 2))
-    *mode = JT_M_POSITION;
-  else
-    return JT_E_SHAPE;
-  return jt_bw_finite_if_const(rt, m_id) ? JT_OK : JT_E_ATTR;
-}
-
-static int finite(float f) {
-  uint32_t bits;
-  memcpy(&bits, &f, 4);
-  return ((bits >> 23) & 0xffu) != 0xffu;
 }
 
 /* --- requant_bw_f32: g mask m -> g_acc ---------------------------------------------------- */
@@ -85,17 +58,11 @@ static void requant_params(const jt_runtime *rt, int32_t g, uint32_t mode,
   p->m_mode = mode;
 }
 
-static uint32_t m_mode_of(const jt_runtime *rt, int32_t m, int32_t g) {
-  /* the verified classification, repeated without its checks */
-  const uint32_t mr = jt_rank(rt, m), gr = jt_rank(rt, g);
-  if (mr == 0u) return JT_M_SCALAR;
-  if (mr == 1u && jt_dim(rt, m, 0) == jt_dim(rt, g, gr - 1u)) return JT_M_CHANNEL;
-  return JT_M_POSITION;
-}
-
 jt_status jt_op_requant_bw_f32(jt_runtime *rt, const jt_op *op) {
   jt_requant_bw_f32_params p;
-  requant_params(rt, op->in[0], m_mode_of(rt, op->in[2], op->in[0]), &p);
+  uint32_t mode;
+  (void)jt_m_mode_of(rt, op->in[2], op->in[0], &mode);  /* verified: it broadcasts */
+  requant_params(rt, op->in[0], mode, &p);
   return jt_requant_bw_f32((const float *)jt_data(rt, op->in[0]),
                            (const uint8_t *)jt_data(rt, op->in[1]),
                            (const float *)jt_data(rt, op->in[2]),
@@ -110,9 +77,9 @@ jt_status jt_check_requant_bw_f32(const jt_runtime *rt, const jt_op *op) {
       jt_t(rt, out)->dtype != JT_DTYPE_F32)
     return JT_E_DTYPE;
   if (!jt_same_shape(rt, g, mask) || !jt_same_shape(rt, g, out)) return JT_E_SHAPE;
-  if ((s = jt_bw_m_mode(rt, m, g, &mode)) != JT_OK) return s;
+  if ((s = jt_want_m_mode(rt, m, g, &mode)) != JT_OK) return s;
   /* in place over g is fine (element-wise); over the multiplier it is not */
-  if (jt_bw_same_buffer(rt, out, m)) return JT_E_SHAPE;
+  if (jt_same_buffer(rt, out, m)) return JT_E_SHAPE;
   return JT_OK;
 }
 
@@ -136,9 +103,9 @@ jt_status jt_check_add_bw_f32(const jt_runtime *rt, const jt_op *op) {
     return JT_E_DTYPE;
   if (!jt_same_shape(rt, g, mask) || !jt_same_shape(rt, g, ga) || !jt_same_shape(rt, g, gb))
     return JT_E_SHAPE;
-  if (!finite(jt_attr_f32(op, 2))) return JT_E_ATTR;  /* the reference refuses it */
+  if (!jt_isfinitef(jt_attr_f32(op, 2))) return JT_E_ATTR;  /* the reference refuses it */
   /* ga may take g's bytes; gb neither g's nor ga's */
-  if (jt_bw_same_buffer(rt, gb, g) || jt_bw_same_buffer(rt, gb, ga)) return JT_E_SHAPE;
+  if (jt_same_buffer(rt, gb, g) || jt_same_buffer(rt, gb, ga)) return JT_E_SHAPE;
   return JT_OK;
 }
 
@@ -184,14 +151,14 @@ jt_status jt_check_concat_bw_f32(const jt_runtime *rt, const jt_op *op) {
   for (k = 0; k < n; k++) {
     const int32_t out = op->out[k], size = a[2u + k], same = a[4u + 2u * n + k];
     if (size < 0 || (same != 0 && same != 1)) return JT_E_ATTR;
-    if (!same && !finite(jt_attr_f32(op, 3u + n + k))) return JT_E_ATTR;
+    if (!same && !jt_isfinitef(jt_attr_f32(op, 3u + n + k))) return JT_E_ATTR;
     if (jt_t(rt, out)->dtype != JT_DTYPE_F32) return JT_E_DTYPE;
     if (jt_rank(rt, out) != r) return JT_E_SHAPE;
     for (d = 0; d < r; d++) {
       const uint32_t want = d == (uint32_t)a[0] ? (uint32_t)size : jt_dim(rt, g, d);
       if (jt_dim(rt, out, d) != want) return JT_E_SHAPE;
     }
-    if (jt_bw_same_buffer(rt, out, g)) return JT_E_SHAPE;
+    if (jt_same_buffer(rt, out, g)) return JT_E_SHAPE;
     sum += (uint64_t)size;
   }
   if (sum != jt_dim(rt, g, (uint32_t)a[0])) return JT_E_SHAPE;

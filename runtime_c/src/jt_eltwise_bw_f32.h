@@ -13,6 +13,11 @@
 
 #include "jaxtiny.h"
 
+/* Bit e of a mask (the layout above). */
+static inline uint32_t jt_mask_bit(const uint8_t *mask, uint32_t e) {
+  return (uint32_t)(mask[e >> 3] >> (e & 7u)) & 1u;
+}
+
 /* How a multiplier M broadcasts over a gradient of `size` elements. */
 typedef enum {
   JT_M_SCALAR = 0,    /* M[0] */
@@ -53,11 +58,5 @@ typedef struct {
 
 jt_status jt_concat_bw_f32(const float *g, const uint8_t *mask, float *gx,
                            const jt_concat_bw_f32_params *p);
-
-/* --- shared by the backward checks ------------------------------------------------------
- * The broadcast of multiplier m_id over gradient g_id as the reference's _bw_multiplier
- * accepts it: rank 0 scalar; rank 1 of g's last-axis length; rank 2 (h, w) of an NHWC g.
- * JT_E_DTYPE unless float32, JT_E_SHAPE otherwise, JT_E_ATTR for a non-finite constant. */
-jt_status jt_bw_m_mode(const jt_runtime *rt, int32_t m_id, int32_t g_id, uint32_t *mode);
 
 #endif

@@ -67,45 +67,6 @@ jt_status jt_gather_channels_s8(const int8_t *x, uint32_t rows, uint32_t c,
   return JT_OK;
 }
 
-/* --- check helpers (shared by the forward families) ---------------------------------------- */
-
-jt_status jt_fw_operand(const jt_runtime *rt, int32_t id, uint32_t dtype, uint32_t rank) {
-  const jt_tensor_rec *t = jt_t(rt, id);
-  if (t->dtype != dtype) return JT_E_DTYPE;
-  return t->rank == rank ? JT_OK : JT_E_SHAPE;
-}
-
-jt_status jt_fw_multiplier(const jt_runtime *rt, int32_t id, uint32_t rank) {
-  jt_status s = jt_fw_operand(rt, id, JT_DTYPE_F32, rank);
-  if (s != JT_OK) return s;
-  if (jt_storage(rt, id) != JT_CONST) return JT_E_DTYPE;
-  const float *m = (const float *)jt_data(rt, id);
-  const uint32_t n = jt_numel(rt, id);
-  for (uint32_t i = 0; i < n; i++)
-    if (!jt_isfinitef(m[i])) return JT_E_ATTR;
-  return JT_OK;
-}
-
-int jt_fw_clamp_ok(int32_t y_zero, int32_t lo, int32_t hi) {
-  return jt_is_i8_value(y_zero) && jt_is_i8_value(lo) && jt_is_i8_value(hi) && lo <= hi;
-}
-
-jt_status jt_fw_window(uint32_t size, uint32_t k, int32_t stride, int32_t p0, int32_t p1,
-                       uint32_t *out) {
-  if (stride < 1 || p0 < 0 || p1 < 0 || (int64_t)size + p0 + p1 > INT32_MAX) return JT_E_ATTR;
-  const int64_t span = (int64_t)size + p0 + p1 - (int64_t)k;
-  if (k < 1 || span < 0) return JT_E_SHAPE;
-  *out = (uint32_t)(span / stride + 1);
-  return JT_OK;
-}
-
-int jt_fw_reduction_ok(uint32_t kh, uint32_t kw, uint32_t len) {
-  if (kh > JT_FW_MAX_REDUCTION || kw > JT_FW_MAX_REDUCTION) return 0;
-  const uint64_t taps = (uint64_t)kh * kw;  /* < 2**33 */
-  if (taps > JT_FW_MAX_REDUCTION) return 0;
-  return taps * (len > 0 ? len : 1u) <= JT_FW_MAX_REDUCTION;  /* < 2**49: no overflow */
-}
-
 static int is_dtype(const jt_runtime *rt, int32_t id, uint32_t dtype) {
   return jt_t(rt, id)->dtype == dtype;
 }
@@ -134,7 +95,7 @@ jt_status jt_check_requant_s8(const jt_runtime *rt, const jt_op *op) {
   if (!jt_same_shape(rt, x, y)) return JT_E_SHAPE;
   jt_requant_params p;
   requant_params(op, &p);
-  if (!jt_is_i8_value(p.x_zero) || !jt_fw_clamp_ok(p.y_zero, p.lo, p.hi) || !jt_isfinitef(p.m))
+  if (!jt_is_i8(p.x_zero) || !jt_requant_ok(p.y_zero, p.lo, p.hi) || !jt_isfinitef(p.m))
     return JT_E_ATTR;
   return JT_OK;
 }
@@ -169,8 +130,8 @@ jt_status jt_check_add_s8(const jt_runtime *rt, const jt_op *op) {
   if (!jt_same_shape(rt, a, b) || !jt_same_shape(rt, a, y)) return JT_E_SHAPE;
   jt_add_params p;
   add_params(op, &p);
-  if (!jt_is_i8_value(p.a_zero) || !jt_is_i8_value(p.b_zero) ||
-      !jt_fw_clamp_ok(p.y_zero, p.lo, p.hi) || !jt_isfinitef(p.m))
+  if (!jt_is_i8(p.a_zero) || !jt_is_i8(p.b_zero) ||
+      !jt_requant_ok(p.y_zero, p.lo, p.hi) || !jt_isfinitef(p.m))
     return JT_E_ATTR;
   /* |acc| <= 255 * (|a_mult| + |b_mult|): keep it inside int32 so that no sum can overflow
    * (the reference raises when one leaves int32) */
@@ -209,7 +170,7 @@ jt_status jt_check_concat_s8(const jt_runtime *rt, const jt_op *op) {
   const jt_tensor_rec *ty = jt_t(rt, y);
   const int32_t axis = op->attr[0];
   if (axis < 1 || (uint32_t)axis >= ty->rank) return JT_E_ATTR;  /* a non-batch axis */
-  if (!jt_is_i8_value(op->attr[1])) return JT_E_ATTR;
+  if (!jt_is_i8(op->attr[1])) return JT_E_ATTR;
   uint64_t total = 0;
   for (uint32_t i = 0; i < n; i++) {
     const int32_t x = op->in[i];
@@ -219,7 +180,7 @@ jt_status jt_check_concat_s8(const jt_runtime *rt, const jt_op *op) {
     for (uint32_t k = 0; k < ty->rank; k++)
       if (k != (uint32_t)axis && tx->dims[k] != ty->dims[k]) return JT_E_SHAPE;
     total += tx->dims[axis];
-    if (!jt_is_i8_value(op->attr[3 + i]) || !jt_isfinitef(jt_f32_bits(op->attr[4 + n + i])))
+    if (!jt_is_i8(op->attr[3 + i]) || !jt_isfinitef(jt_f32_bits(op->attr[4 + n + i])))
       return JT_E_ATTR;
   }
   if (total != ty->dims[axis]) return JT_E_SHAPE;
@@ -255,7 +216,7 @@ jt_status jt_check_mask_s8(const jt_runtime *rt, const jt_op *op) {
   if (!is_dtype(rt, y, JT_DTYPE_I8) || !is_dtype(rt, mask, JT_DTYPE_BIT)) return JT_E_DTYPE;
   if (!jt_same_shape(rt, y, mask)) return JT_E_SHAPE;
   const int32_t lo = op->attr[0], hi = op->attr[1];
-  if (!jt_is_i8_value(lo) || !jt_is_i8_value(hi) || lo > hi) return JT_E_ATTR;
+  if (!jt_clamp_ok(lo, hi)) return JT_E_ATTR;
   return JT_OK;
 }
 
@@ -274,7 +235,7 @@ jt_status jt_op_gather_channels_s8(jt_runtime *rt, const jt_op *op) {
 jt_status jt_check_gather_channels_s8(const jt_runtime *rt, const jt_op *op) {
   const int32_t x = op->in[0], sel = op->in[1], y = op->out[0];
   if (!is_dtype(rt, x, JT_DTYPE_I8) || !is_dtype(rt, y, JT_DTYPE_I8)) return JT_E_DTYPE;
-  jt_status s = jt_fw_operand(rt, sel, JT_DTYPE_I32, 1);
+  jt_status s = jt_want(rt, sel, JT_DTYPE_I32, 1);
   if (s != JT_OK) return s;
   if (jt_storage(rt, sel) != JT_CONST) return JT_E_DTYPE;
   const jt_tensor_rec *tx = jt_t(rt, x), *ty = jt_t(rt, y);

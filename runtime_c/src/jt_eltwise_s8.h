@@ -38,9 +38,6 @@ static inline int32_t jt_sat_add_i32(int32_t a, int32_t b) {
   return (int32_t)s;
 }
 
-/* An int8 value (zero point, clamp bound). */
-static inline int jt_is_i8_value(int32_t v) { return v >= -128 && v <= 127; }
-
 typedef struct {
   int32_t x_zero, y_zero, lo, hi;
   float m;
@@ -78,25 +75,5 @@ jt_status jt_mask_s8(const int8_t *y, uint32_t n, int32_t lo, int32_t hi, uint8_
  * y must not overlap x. */
 jt_status jt_gather_channels_s8(const int8_t *x, uint32_t rows, uint32_t c,
                                 const int32_t *sel, uint32_t n_sel, int8_t *y);
-
-/* --- shared by the int8 forward families' op checks ---------------------------------- */
-/* Operand `id` has this dtype and rank: JT_OK, else JT_E_DTYPE or JT_E_SHAPE. */
-jt_status jt_fw_operand(const jt_runtime *rt, int32_t id, uint32_t dtype, uint32_t rank);
-/* A multiplier tensor: const float32 of this rank, every value finite (the reference
- * refuses other multipliers, and a NaN must never reach a float->int conversion). */
-jt_status jt_fw_multiplier(const jt_runtime *rt, int32_t id, uint32_t rank);
-/* y_zero, lo, hi are int8 values and lo <= hi. */
-int jt_fw_clamp_ok(int32_t y_zero, int32_t lo, int32_t hi);
-/* One axis of a window op: stride >= 1, pads >= 0 and size + pads <= INT32_MAX (so every
- * padded coordinate a kernel forms fits int32) else JT_E_ATTR; k >= 1 and the window fits,
- * *out = floor((size + p0 + p1 - k) / stride) + 1 >= 1, else JT_E_SHAPE. */
-jt_status jt_fw_window(uint32_t size, uint32_t k, int32_t stride, int32_t p0, int32_t p1,
-                       uint32_t *out);
-/* Largest reduction length kh * kw * I of an int8 dot product whose sum is exact in int32
- * for any int8 weight: INT32_MAX / (255 * 128). (The reference's bound uses 127, the weight
- * range the quantizer produces; a state weight is not guaranteed to avoid -128.) */
-#define JT_FW_MAX_REDUCTION 65793u
-/* kh * kw * max(len, 1) <= JT_FW_MAX_REDUCTION, without overflow. */
-int jt_fw_reduction_ok(uint32_t kh, uint32_t kw, uint32_t len);
 
 #endif

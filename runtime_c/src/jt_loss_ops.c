@@ -9,18 +9,6 @@
 
 /* --- scalar helpers ---------------------------------------------------------------------- */
 
-static uint32_t f2u(float x) {
-  uint32_t u;
-  memcpy(&u, &x, sizeof u);
-  return u;
-}
-
-static float u2f(uint32_t u) {
-  float x;
-  memcpy(&x, &u, sizeof x);
-  return x;
-}
-
 /* uint32 -> int32 two's complement (a plain cast is implementation-defined above
  * INT32_MAX); compiles to nothing. */
 static int32_t u2i(uint32_t u) {
@@ -40,7 +28,7 @@ static float fmax_nan(float a, float b) {
   if (jt_isnanf(b)) return b;
   if (a > b) return a;
   if (b > a) return b;
-  return u2f(f2u(a) & f2u(b));
+  return jt_ffrom(jt_fbits(a) & jt_fbits(b));
 }
 
 static float fmin_nan(float a, float b) {
@@ -48,7 +36,7 @@ static float fmin_nan(float a, float b) {
   if (jt_isnanf(b)) return b;
   if (a < b) return a;
   if (b < a) return b;
-  return u2f(f2u(a) | f2u(b));
+  return jt_ffrom(jt_fbits(a) | jt_fbits(b));
 }
 
 uint32_t jt_dtype_size(uint32_t dtype) {
@@ -140,7 +128,7 @@ jt_status jt_unary_f32(const float *x, void *y, uint32_t n, uint32_t fn) {
       case JT_UNARY_LOG: r = jt_logf(v); break;
       case JT_UNARY_FLOOR: r = jt_floorf(v); break;
       case JT_UNARY_SQRT: r = jt_sqrtf(v); break;
-      case JT_UNARY_ABS: r = u2f(f2u(v) & 0x7fffffffu); break;
+      case JT_UNARY_ABS: r = jt_ffrom(jt_fbits(v) & 0x7fffffffu); break;
       case JT_UNARY_SIGN: r = v > 0.0f ? 1.0f : v < 0.0f ? -1.0f : v; break;
       case JT_UNARY_LOG1P: r = jt_log1pf(v); break;
       case JT_UNARY_EXPM1: r = jt_expm1f(v); break;
@@ -352,10 +340,10 @@ jt_status jt_reduce(const void *x, const uint32_t *dims, uint32_t rank, uint32_t
     for (k = 0; k < nk; k++) base += ki[k] * ks[k];
     /* the identity of an empty reduction */
     if (fn == JT_REDUCE_MAX) {
-      facc = -u2f(0x7f800000u);
+      facc = -jt_ffrom(0x7f800000u);
       uacc = dtype == JT_DTYPE_I32 ? 0x80000000u : 0u;
     } else if (fn == JT_REDUCE_MIN) {
-      facc = u2f(0x7f800000u);
+      facc = jt_ffrom(0x7f800000u);
       uacc = dtype == JT_DTYPE_I32 ? 0x7fffffffu : 0xffffffffu;
     }
     for (k = 0; k < nr; k++) ri[k] = 0;

@@ -18,33 +18,19 @@
  */
 #include "jt_math.h"
 
-#include <string.h>
-
 /* --- bits ---------------------------------------------------------------------------- */
 
-static uint32_t fbits(float x) {
-  uint32_t u;
-  memcpy(&u, &x, sizeof u);
-  return u;
-}
-
-static float ffrom(uint32_t u) {
-  float x;
-  memcpy(&x, &u, sizeof x);
-  return x;
-}
-
-static float fabs_(float x) { return ffrom(fbits(x) & 0x7fffffffu); }
+static float fabs_(float x) { return jt_ffrom(jt_fbits(x) & 0x7fffffffu); }
 
 static float fcopysign(float x, float s) {
-  return ffrom((fbits(x) & 0x7fffffffu) | (fbits(s) & 0x80000000u));
+  return jt_ffrom((jt_fbits(x) & 0x7fffffffu) | (jt_fbits(s) & 0x80000000u));
 }
 
-#define F_INF (ffrom(0x7f800000u))
-#define F_NAN (ffrom(0x7fc00000u))
+#define F_INF (jt_ffrom(0x7f800000u))
+#define F_NAN (jt_ffrom(0x7fc00000u))
 
 /* 2^k for k in [-126, 127], by its bits. */
-static float pow2i(int32_t k) { return ffrom((uint32_t)(k + 127) << 23); }
+static float pow2i(int32_t k) { return jt_ffrom((uint32_t)(k + 127) << 23); }
 
 /* y * 2^k for k in [-252, 254] with one rounding: the first factor keeps y (about 1)
  * normal, only the second can round (subnormal result) or overflow. */
@@ -53,9 +39,9 @@ static float scalef(float y, int32_t k) {
   return (y * pow2i(k1)) * pow2i(k - k1);
 }
 
-int jt_isnanf(float x) { return (fbits(x) & 0x7fffffffu) > 0x7f800000u; }
+int jt_isnanf(float x) { return (jt_fbits(x) & 0x7fffffffu) > 0x7f800000u; }
 
-int jt_isfinitef(float x) { return (fbits(x) & 0x7fffffffu) < 0x7f800000u; }
+int jt_isfinitef(float x) { return (jt_fbits(x) & 0x7fffffffu) < 0x7f800000u; }
 
 /* --- error-free transformations -------------------------------------------------------- */
 
@@ -131,7 +117,7 @@ float jt_sqrtf(float x) {
   if (!(x >= 0.0f)) return x == 0.0f ? x : F_NAN;
   return __builtin_sqrtf(x);
 #else
-  uint32_t ix = fbits(x);
+  uint32_t ix = jt_fbits(x);
   uint32_t m;
   int32_t e;
   uint64_t n, q = 0, r;
@@ -219,22 +205,29 @@ float jt_expf(float x) {
  * log(1 + f) = 2 atanh(s) = f - (hf - s (hf + R(s^2))) with hf = f^2 / 2 (an identity:
  * f - s f = 2 s), so the exact f carries the result and rounding errors only touch the
  * small correction terms. */
-static float log_core(float x, float corr) {
-  uint32_t ix = fbits(x), mb;
-  int32_t e = 0;
-  float m, f, s, z, R, hf, ef, t;
+/* *x = 2^*e * m with m in [sqrt(1/2), sqrt(2)), for positive finite *x; returns m (exact).
+ * A subnormal *x is scaled by 2^23 in place (exact), as both callers' mirrors do. */
+static float log_reduce(float *x, int32_t *e) {
+  uint32_t ix = jt_fbits(*x), mb;
+  *e = 0;
   if (ix < 0x00800000u) {            /* subnormal: scale by 2^23 (exact) */
-    x = x * 0x1p23f;
-    ix = fbits(x);
-    e = -23;
+    *x = *x * 0x1p23f;
+    ix = jt_fbits(*x);
+    *e = -23;
   }
-  e += (int32_t)(ix >> 23) - 127;
+  *e += (int32_t)(ix >> 23) - 127;
   mb = (ix & 0x7fffffu) | 0x3f800000u;
   if (mb > 0x3fb504f3u) {            /* m > sqrt(2): halve it */
     mb -= 0x00800000u;
-    e += 1;
+    *e += 1;
   }
-  m = ffrom(mb);
+  return jt_ffrom(mb);
+}
+
+static float log_core(float x, float corr) {
+  int32_t e;
+  float m, f, s, z, R, hf, ef, t;
+  m = log_reduce(&x, &e);
   f = m - 1.0f;
   s = f / (2.0f + f);
   z = s * s;
@@ -398,22 +391,10 @@ float jt_cosf(float x) {
  * log_core, but the series 2 atanh(s) = 2 s + 2/3 s^3 + s^5 Q(s^2) in double-float for
  * its first two terms (s = sh + sl from an exact residual). */
 static void log_ff(float a, float *lh, float *ll) {
-  uint32_t ix = fbits(a), mb;
-  int32_t e = 0;
+  int32_t e;
   float m, f, gh, gl, sh, sl, p, pe, z, ze, zl, q, wh, wl, th, tl, vh, vl, rh, rl, h, err;
   float low, ef;
-  if (ix < 0x00800000u) {
-    a = a * 0x1p23f;
-    ix = fbits(a);
-    e = -23;
-  }
-  e += (int32_t)(ix >> 23) - 127;
-  mb = (ix & 0x7fffffu) | 0x3f800000u;
-  if (mb > 0x3fb504f3u) {
-    mb -= 0x00800000u;
-    e += 1;
-  }
-  m = ffrom(mb);
+  m = log_reduce(&a, &e);
   f = m - 1.0f;                        /* exact */
   gh = m + 1.0f;                       /* 1 + m = gh + gl exactly */
   gl = m - (gh - 1.0f);

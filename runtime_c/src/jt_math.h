@@ -6,6 +6,21 @@
 #define JT_MATH_H
 
 #include <stdint.h>
+#include <string.h>
+
+/* The bits of a float32, and the float32 of some bits (memcpy: no aliasing rules broken;
+ * compilers turn it into a register move). */
+static inline uint32_t jt_fbits(float x) {
+  uint32_t u;
+  memcpy(&u, &x, sizeof u);
+  return u;
+}
+
+static inline float jt_ffrom(uint32_t u) {
+  float x;
+  memcpy(&x, &u, sizeof x);
+  return x;
+}
 
 int jt_isfinitef(float x);
 int jt_isnanf(float x);

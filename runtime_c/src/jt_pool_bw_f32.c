@@ -1,7 +1,6 @@
 /* Pooling gradients, float32: kernels, adapters, checks (see jt_pool_bw_f32.h). */
 #include "jt_pool_bw_f32.h"
 
-#include "jt_conv_bw_f32.h"
 #include "jt_eltwise_bw_f32.h"
 #include "jt_internal.h"
 
@@ -39,7 +38,7 @@ jt_status jt_avgpool_bw_f32(const float *g, const uint8_t *mask, const float *m,
               const uint32_t e = e0 + k;
               const float mv = p->m_mode == JT_M_CHANNEL ? m[k]
                                : p->m_mode == JT_M_POSITION ? m[pos] : m[0];
-              const float share = (mask[e >> 3] >> (e & 7u)) & 1u ? g[e] * mv : 0.0f;
+              const float share = jt_mask_bit(mask, e) ? g[e] * mv : 0.0f;
               d[k] += share;
             }
           }
@@ -126,16 +125,16 @@ static void pool_params(const jt_runtime *rt, const jt_op *op, int32_t in_like,
 static jt_status pool_geometry(const jt_op *op, uint32_t h, uint32_t w, uint32_t *ho,
                                uint32_t *wo) {
   const int32_t *a = op->attr;
-  jt_status s = jt_bw_window(h, a[0], a[2], a[4], a[5], ho);
-  return s != JT_OK ? s : jt_bw_window(w, a[1], a[3], a[6], a[7], wo);
+  if (a[0] < 1 || a[1] < 1) return JT_E_ATTR;  /* a window is an attribute here */
+  jt_status s = jt_want_window(h, a[0], a[2], a[4], a[5], ho);
+  return s != JT_OK ? s : jt_want_window(w, a[1], a[3], a[6], a[7], wo);
 }
 
 jt_status jt_op_avgpool_bw_f32(jt_runtime *rt, const jt_op *op) {
   jt_pool_bw_f32_params p;
   const int32_t m = op->in[2];
   pool_params(rt, op, op->out[0], &p);
-  if (jt_rank(rt, m) == 1u) p.m_mode = JT_M_CHANNEL;
-  else if (jt_rank(rt, m) == 2u) p.m_mode = JT_M_POSITION;
+  (void)jt_m_mode_of(rt, m, op->in[0], &p.m_mode);  /* verified: it broadcasts */
   return jt_avgpool_bw_f32((const float *)jt_data(rt, op->in[0]),
                            (const uint8_t *)jt_data(rt, op->in[1]), (const float *)jt_data(rt, m),
                            (float *)jt_data(rt, op->out[0]), &p);
@@ -146,11 +145,11 @@ jt_status jt_check_avgpool_bw_f32(const jt_runtime *rt, const jt_op *op) {
   const int32_t g = op->in[0], mask = op->in[1], m = op->in[2], gx = op->out[0];
   jt_status s;
   uint32_t ho, wo, mode;
-  if ((s = jt_bw_want(rt, g, JT_DTYPE_F32, 4)) != JT_OK) return s;
-  if ((s = jt_bw_want(rt, gx, JT_DTYPE_F32, 4)) != JT_OK) return s;
+  if ((s = jt_want(rt, g, JT_DTYPE_F32, 4)) != JT_OK) return s;
+  if ((s = jt_want(rt, gx, JT_DTYPE_F32, 4)) != JT_OK) return s;
   if (jt_t(rt, mask)->dtype != JT_DTYPE_BIT) return JT_E_DTYPE;
   if (!jt_same_shape(rt, g, mask)) return JT_E_SHAPE;
-  if ((s = jt_bw_m_mode(rt, m, g, &mode)) != JT_OK) return s;
+  if ((s = jt_want_m_mode(rt, m, g, &mode)) != JT_OK) return s;
   /* the reference takes the input shape from gx; in_shape must say the same */
   if ((int64_t)a[8] != jt_dim(rt, gx, 1) || (int64_t)a[9] != jt_dim(rt, gx, 2) ||
       (int64_t)a[10] != jt_dim(rt, gx, 3))
@@ -160,7 +159,7 @@ jt_status jt_check_avgpool_bw_f32(const jt_runtime *rt, const jt_op *op) {
   if (jt_dim(rt, g, 0) != jt_dim(rt, gx, 0) || jt_dim(rt, g, 1) != ho ||
       jt_dim(rt, g, 2) != wo || jt_dim(rt, g, 3) != jt_dim(rt, gx, 3))
     return JT_E_SHAPE;
-  if (jt_bw_same_buffer(rt, gx, g) || jt_bw_same_buffer(rt, gx, m)) return JT_E_SHAPE;
+  if (jt_same_buffer(rt, gx, g) || jt_same_buffer(rt, gx, m)) return JT_E_SHAPE;
   return JT_OK;
 }
 
@@ -177,15 +176,15 @@ jt_status jt_check_maxpool_bw_f32(const jt_runtime *rt, const jt_op *op) {
   const int32_t g = op->in[0], x = op->in[1], y = op->in[2], gx = op->out[0];
   jt_status s;
   uint32_t ho, wo;
-  if ((s = jt_bw_want(rt, g, JT_DTYPE_F32, 4)) != JT_OK) return s;
-  if ((s = jt_bw_want(rt, x, JT_DTYPE_I8, 4)) != JT_OK) return s;
-  if ((s = jt_bw_want(rt, y, JT_DTYPE_I8, 4)) != JT_OK) return s;
-  if ((s = jt_bw_want(rt, gx, JT_DTYPE_F32, 4)) != JT_OK) return s;
+  if ((s = jt_want(rt, g, JT_DTYPE_F32, 4)) != JT_OK) return s;
+  if ((s = jt_want(rt, x, JT_DTYPE_I8, 4)) != JT_OK) return s;
+  if ((s = jt_want(rt, y, JT_DTYPE_I8, 4)) != JT_OK) return s;
+  if ((s = jt_want(rt, gx, JT_DTYPE_F32, 4)) != JT_OK) return s;
   if ((s = pool_geometry(op, jt_dim(rt, x, 1), jt_dim(rt, x, 2), &ho, &wo)) != JT_OK) return s;
   if (jt_dim(rt, y, 0) != jt_dim(rt, x, 0) || jt_dim(rt, y, 1) != ho ||
       jt_dim(rt, y, 2) != wo || jt_dim(rt, y, 3) != jt_dim(rt, x, 3) ||
       !jt_same_shape(rt, g, y) || !jt_same_shape(rt, gx, x))
     return JT_E_SHAPE;
-  if (jt_bw_same_buffer(rt, gx, g)) return JT_E_SHAPE;
+  if (jt_same_buffer(rt, gx, g)) return JT_E_SHAPE;
   return JT_OK;
 }

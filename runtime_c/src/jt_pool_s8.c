@@ -4,19 +4,6 @@
 #include "jt_eltwise_s8.h"
 #include "jt_internal.h"
 
-/* Taps [*t0, *t1) of a window of k starting at `start` that land inside [0, size). */
-static void tap_range(int64_t start, int32_t k, uint32_t size, uint32_t *t0, uint32_t *t1) {
-  const int64_t lo = start < 0 ? -start : 0;
-  int64_t hi = (int64_t)size - start;
-  if (hi > (int64_t)k) hi = k;
-  if (lo >= hi) {
-    *t0 = *t1 = 0;
-    return;
-  }
-  *t0 = (uint32_t)lo;
-  *t1 = (uint32_t)hi;
-}
-
 jt_status jt_avgpool_s8(const int8_t *x, const jt_dims4 *x_dims, const float *m,
                         const jt_pool_s8_params *p, int8_t *y, const jt_dims4 *y_dims) {
   const uint32_t h = x_dims->h, w = x_dims->w, c = x_dims->c, ho = y_dims->h, wo = y_dims->w;
@@ -25,11 +12,11 @@ jt_status jt_avgpool_s8(const int8_t *x, const jt_dims4 *x_dims, const float *m,
     for (uint32_t oy = 0; oy < ho; oy++) {
       const int64_t ys = (int64_t)oy * p->stride_h - p->pad_top;
       uint32_t i0, i1;
-      tap_range(ys, p->window_h, h, &i0, &i1);
+      jt_tap_range(ys, (uint32_t)p->window_h, h, &i0, &i1);
       for (uint32_t ox = 0; ox < wo; ox++) {
         const int64_t xs = (int64_t)ox * p->stride_w - p->pad_left;
         uint32_t j0, j1;
-        tap_range(xs, p->window_w, w, &j0, &j1);
+        jt_tap_range(xs, (uint32_t)p->window_w, w, &j0, &j1);
         const float mult = p->m_per_position ? m[oy * wo + ox] : m[0];
         int8_t *yo = y + ((n * ho + oy) * wo + ox) * c;
         for (uint32_t ch = 0; ch < c; ch++) {
@@ -55,11 +42,11 @@ jt_status jt_maxpool_s8(const int8_t *x, const jt_dims4 *x_dims, const jt_pool_s
     for (uint32_t oy = 0; oy < ho; oy++) {
       const int64_t ys = (int64_t)oy * p->stride_h - p->pad_top;
       uint32_t i0, i1;
-      tap_range(ys, p->window_h, h, &i0, &i1);
+      jt_tap_range(ys, (uint32_t)p->window_h, h, &i0, &i1);
       for (uint32_t ox = 0; ox < wo; ox++) {
         const int64_t xs = (int64_t)ox * p->stride_w - p->pad_left;
         uint32_t j0, j1;
-        tap_range(xs, p->window_w, w, &j0, &j1);
+        jt_tap_range(xs, (uint32_t)p->window_w, w, &j0, &j1);
         int8_t *yo = y + ((n * ho + oy) * wo + ox) * c;
         for (uint32_t ch = 0; ch < c; ch++) {
           int8_t best = -128;  /* the padding's value: taps in the padding can be skipped */
@@ -99,25 +86,18 @@ static void pool_params(const jt_op *op, int avg, jt_pool_s8_params *p) {
   p->m_per_position = 0;
 }
 
-static void dims4(const jt_runtime *rt, int32_t id, jt_dims4 *d) {
-  d->n = jt_dim(rt, id, 0);
-  d->h = jt_dim(rt, id, 1);
-  d->w = jt_dim(rt, id, 2);
-  d->c = jt_dim(rt, id, 3);
-}
-
 /* x, y int8 NHWC, y (n, ho, wo, c) from the window attributes. */
 static jt_status pool_check(const jt_runtime *rt, int32_t x, int32_t y,
                             const jt_pool_s8_params *p, uint32_t *ho, uint32_t *wo) {
-  jt_status s = jt_fw_operand(rt, x, JT_DTYPE_I8, 4);
-  if (s != JT_OK || (s = jt_fw_operand(rt, y, JT_DTYPE_I8, 4)) != JT_OK) return s;
+  jt_status s = jt_want(rt, x, JT_DTYPE_I8, 4);
+  if (s != JT_OK || (s = jt_want(rt, y, JT_DTYPE_I8, 4)) != JT_OK) return s;
   if (p->window_h < 1 || p->window_w < 1) return JT_E_ATTR;
   jt_dims4 xd, yd;
-  dims4(rt, x, &xd);
-  dims4(rt, y, &yd);
-  s = jt_fw_window(xd.h, (uint32_t)p->window_h, p->stride_h, p->pad_top, p->pad_bottom, ho);
+  jt_dims4_of(rt, x, &xd);
+  jt_dims4_of(rt, y, &yd);
+  s = jt_want_window(xd.h, (uint32_t)p->window_h, p->stride_h, p->pad_top, p->pad_bottom, ho);
   if (s != JT_OK) return s;
-  s = jt_fw_window(xd.w, (uint32_t)p->window_w, p->stride_w, p->pad_left, p->pad_right, wo);
+  s = jt_want_window(xd.w, (uint32_t)p->window_w, p->stride_w, p->pad_left, p->pad_right, wo);
   if (s != JT_OK) return s;
   if (yd.n != xd.n || yd.h != *ho || yd.w != *wo || yd.c != xd.c) return JT_E_SHAPE;
   return JT_OK;
@@ -129,8 +109,8 @@ jt_status jt_op_avgpool_s8(jt_runtime *rt, const jt_op *op) {
   jt_dims4 xd, yd;
   pool_params(op, 1, &p);
   p.m_per_position = jt_rank(rt, op->in[1]) == 2;
-  dims4(rt, op->in[0], &xd);
-  dims4(rt, op->out[0], &yd);
+  jt_dims4_of(rt, op->in[0], &xd);
+  jt_dims4_of(rt, op->out[0], &yd);
   return jt_avgpool_s8((const int8_t *)jt_data(rt, op->in[0]), &xd,
                        (const float *)jt_data(rt, op->in[1]), &p,
                        (int8_t *)jt_data(rt, op->out[0]), &yd);
@@ -142,14 +122,14 @@ jt_status jt_check_avgpool_s8(const jt_runtime *rt, const jt_op *op) {
   uint32_t ho, wo;
   jt_status s = pool_check(rt, op->in[0], op->out[0], &p, &ho, &wo);
   if (s != JT_OK) return s;
-  if (!jt_is_i8_value(p.x_zero) || !jt_fw_clamp_ok(p.y_zero, p.lo, p.hi)) return JT_E_ATTR;
+  if (!jt_is_i8(p.x_zero) || !jt_requant_ok(p.y_zero, p.lo, p.hi)) return JT_E_ATTR;
   /* |acc| <= kh * kw * 255 must fit int32 (the reference raises otherwise) */
   if ((int64_t)p.window_h * p.window_w > INT32_MAX / 255) return JT_E_ATTR;
   /* m: a scalar, or exactly (ho, wo) */
   const int32_t m = op->in[1];
   const uint32_t rank = jt_rank(rt, m);
   if (rank != 0 && rank != 2) return jt_t(rt, m)->dtype != JT_DTYPE_F32 ? JT_E_DTYPE : JT_E_SHAPE;
-  if ((s = jt_fw_multiplier(rt, m, rank)) != JT_OK) return s;
+  if ((s = jt_want_multiplier(rt, m, rank)) != JT_OK) return s;
   if (rank == 2 && (jt_dim(rt, m, 0) != ho || jt_dim(rt, m, 1) != wo)) return JT_E_SHAPE;
   return JT_OK;
 }
@@ -159,8 +139,8 @@ jt_status jt_op_maxpool_s8(jt_runtime *rt, const jt_op *op) {
   jt_pool_s8_params p;
   jt_dims4 xd, yd;
   pool_params(op, 0, &p);
-  dims4(rt, op->in[0], &xd);
-  dims4(rt, op->out[0], &yd);
+  jt_dims4_of(rt, op->in[0], &xd);
+  jt_dims4_of(rt, op->out[0], &yd);
   return jt_maxpool_s8((const int8_t *)jt_data(rt, op->in[0]), &xd, &p,
                        (int8_t *)jt_data(rt, op->out[0]), &yd);
 }

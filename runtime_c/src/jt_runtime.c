@@ -59,35 +59,6 @@ void *jt_data(const jt_runtime *rt, int32_t id) {
 
 uint32_t jt_storage(const jt_runtime *rt, int32_t id) { return jt_t(rt, jt_base(rt, id))->storage; }
 
-int jt_is(const jt_runtime *rt, int32_t id, uint32_t dtype, uint32_t rank) {
-  const jt_tensor_rec *t = jt_t(rt, id);
-  return t->dtype == dtype && t->rank == rank;
-}
-
-int jt_same_shape(const jt_runtime *rt, int32_t a, int32_t b) {
-  const jt_tensor_rec *x = jt_t(rt, a), *y = jt_t(rt, b);
-  if (x->rank != y->rank) return 0;
-  for (uint32_t k = 0; k < x->rank; k++)
-    if (x->dims[k] != y->dims[k]) return 0;
-  return 1;
-}
-
-int jt_channels_ok(const jt_runtime *rt, int32_t id, uint32_t bound) {
-  const jt_tensor_rec *t = jt_t(rt, id);
-  if (t->dtype != JT_DTYPE_I32 || t->rank != 1 || jt_storage(rt, id) != JT_CONST) return 0;
-  const int32_t *c = (const int32_t *)jt_data(rt, id);
-  for (uint32_t i = 0; i < t->dims[0]; i++) {
-    if (c[i] < 0 || (uint32_t)c[i] >= bound || (i > 0 && c[i] <= c[i - 1])) return 0;
-  }
-  return 1;
-}
-
-int64_t jt_out_size(uint32_t size, int32_t k, int32_t stride, int32_t pad0, int32_t pad1) {
-  if (k < 1 || stride < 1 || pad0 < 0 || pad1 < 0) return -1;
-  int64_t span = (int64_t)size + pad0 + pad1 - k;
-  return span < 0 ? -1 : span / stride + 1;
-}
-
 /* --- header and sections ------------------------------------------------------------------ */
 
 static uint32_t blob_crc(const uint8_t *b, uint32_t len) {
@@ -196,17 +167,20 @@ static jt_status check_tensor(jt_runtime *rt, uint32_t i) {
   const jt_tensor_rec *t = jt_t(rt, (int32_t)i);
   if (t->dtype > JT_DTYPE_U32 || t->storage > JT_ARENA || t->rank > JT_MAX_RANK || t->reserved)
     return fail(rt, JT_E_TENSOR, JT_WHERE_TENSOR, i);
-  uint64_t elements = 1;
+  /* The bound counts zero dims as 1 (lowering/blob.py MAX_ELEMENTS): an empty tensor with a
+   * huge dim would still make shape arithmetic (and numpy) overflow. */
+  uint64_t elements = 1, bound = 1;
   for (uint32_t k = 0; k < JT_MAX_RANK; k++) {
     if (k >= t->rank) {
       if (t->dims[k]) return fail(rt, JT_E_TENSOR, JT_WHERE_TENSOR, i);
       continue;
     }
+    bound *= t->dims[k] ? t->dims[k] : 1u;
+    if (bound > 0x7fffffffu) return fail(rt, JT_E_TENSOR, JT_WHERE_TENSOR, i);
     elements *= t->dims[k];
-    if (elements > 0x7fffffffu) elements = 0x80000000u; /* saturate: rejected below */
   }
   uint64_t want = t->dtype == JT_DTYPE_BIT ? (elements + 7) / 8 : elements * item_bytes[t->dtype];
-  if (elements > 0x7fffffffu || want != t->nbytes) return fail(rt, JT_E_TENSOR, JT_WHERE_TENSOR, i);
+  if (want != t->nbytes) return fail(rt, JT_E_TENSOR, JT_WHERE_TENSOR, i);
   if (t->alias < -1 || t->alias >= (int64_t)rt->n_tensors || t->alias == (int32_t)i)
     return fail(rt, JT_E_ALIAS, JT_WHERE_TENSOR, i);
   if (t->alias >= 0 && (t->storage == JT_CONST || t->storage == JT_STATE || t->location != -1))
@@ -336,6 +310,10 @@ static jt_status check_optimizer(jt_runtime *rt, const uint8_t *b) {
   /* float64 first, as the executor and the JAX step form the cosine's amplitude */
   rt->amplitude = (float)(0.5 * (f[0] - f[1]));
   rt->momentum = (float)f[2];
+  /* the executor keeps a momentum slot when the float64 is not zero, this runtime when the
+   * float32 is not: refuse a momentum on which they would disagree */
+  if (f[2] != 0.0 && rt->momentum == 0.0f)
+    return fail(rt, JT_E_HEADER, JT_WHERE_HEADER, H_FLOATS + 16);
   rt->b1 = (float)f[3];
   rt->b2 = (float)f[4];
   rt->eps = (float)f[5];

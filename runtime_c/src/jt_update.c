@@ -5,6 +5,7 @@
  * result is the reference's, which forms the whole gradient first. */
 #include "jt_update.h"
 
+#include "jt_eltwise_s8.h"
 #include "jt_math.h"
 
 /* --- schedule, hash, rounding ---------------------------------------------------------- */
@@ -36,6 +37,11 @@ static float hash_finish(uint32_t h) {
 
 float jt_hash_uniform_f32(uint32_t seed, uint32_t step, uint32_t pid, uint32_t index) {
   return hash_finish(hash_base(seed, step, pid) + index);
+}
+
+uint32_t jt_update_slots(const jt_runtime *rt) {
+  if (rt->optimizer == 1u) return 2u;  /* adam: m, v */
+  return rt->momentum != 0.0f ? 1u : 0u;  /* sgd: m with momentum */
 }
 
 /* --- binding ----------------------------------------------------------------------------- */
@@ -152,14 +158,10 @@ void jt_update_apply(const jt_update_ctx *ctx, uint32_t index, float grad) {
     p[index] = (int8_t)jt_f32_to_i32(r);
   } else {
     int32_t *p = (int32_t *)ctx->p;
-    int64_t sum;
     float s = round_mode(ctx, -delta, index);
     /* the step is bounded to +-2**30 before the integer cast, then added saturating */
     s = s < -1073741824.0f ? -1073741824.0f : (s > 1073741824.0f ? 1073741824.0f : s);
-    sum = (int64_t)p[index] + (int64_t)jt_f32_to_i32(s);
-    if (sum > INT32_MAX) sum = INT32_MAX;
-    if (sum < INT32_MIN) sum = INT32_MIN;
-    p[index] = (int32_t)sum;
+    p[index] = jt_sat_add_i32(p[index], jt_f32_to_i32(s));
   }
 }
 
@@ -394,12 +396,6 @@ jt_status jt_op_bias_update_i32(jt_runtime *rt, const jt_op *op) {
 
 /* --- the checks ----------------------------------------------------------------------------- */
 
-static int same_base(const jt_runtime *rt, int32_t a, int32_t b) {
-  return jt_base(rt, a) == jt_base(rt, b);
-}
-
-static int in_int8(int32_t v) { return v >= -128 && v <= 127; }
-
 /* The update operands of an op whose parameter is input p_index (dtype p_dtype, rank
  * p_rank; kind p_kind): p in state; outputs p then the slots, in place; inv f32 (O,);
  * slots f32 shaped like p, in state, as many as the optimizer keeps; step an int32 state
@@ -408,37 +404,32 @@ static jt_status check_update(const jt_runtime *rt, const jt_op *op, uint32_t p_
                               uint32_t p_dtype, uint32_t p_rank, int32_t pid, int32_t kind,
                               int32_t p_kind) {
   int32_t p, inv, step;
-  uint32_t n_slots, want, k, i;
-  if (op->n_in < p_index + 3u) return JT_E_SHAPE;
+  uint32_t n_slots, k, i;
+  jt_status st;
+  if (op->n_in < p_index + 3u) return JT_E_OPERANDS;
   p = op->in[p_index];
   inv = op->in[p_index + 1u];
   step = op->in[op->n_in - 1u];
   n_slots = op->n_in - p_index - 3u;
-  if (op->n_out != 1u + n_slots) return JT_E_SHAPE;
-  if (rt->optimizer == 1u) {
-    want = 2u;
-  } else if (rt->optimizer == 0u) {
-    want = rt->momentum != 0.0f ? 1u : 0u;
-  } else {
-    return JT_E_ATTR;
-  }
-  if (n_slots != want) return JT_E_SHAPE;
+  if (op->n_out != 1u + n_slots || n_slots != jt_update_slots(rt)) return JT_E_OPERANDS;
   if (pid < 0 || kind != p_kind) return JT_E_ATTR;
-  if (!jt_is(rt, p, p_dtype, p_rank) || jt_storage(rt, p) != JT_STATE) return JT_E_DTYPE;
-  if (!jt_is(rt, inv, JT_DTYPE_F32, 1)) return JT_E_DTYPE;
+  if ((st = jt_want(rt, p, p_dtype, p_rank)) != JT_OK) return st;
+  if (jt_storage(rt, p) != JT_STATE) return JT_E_DTYPE;
+  if ((st = jt_want(rt, inv, JT_DTYPE_F32, 1)) != JT_OK) return st;
   if (jt_dim(rt, inv, 0) != jt_dim(rt, p, 0)) return JT_E_SHAPE;
   if (jt_t(rt, step)->dtype != JT_DTYPE_I32 || jt_storage(rt, step) != JT_STATE)
     return JT_E_DTYPE;
   if (jt_numel(rt, step) != 1u) return JT_E_SHAPE;
   /* in place: output 0 is p, output 1 + k slot k */
-  if (!same_base(rt, op->out[0], p) || !jt_same_shape(rt, op->out[0], p)) return JT_E_SHAPE;
+  if (!jt_same_buffer(rt, op->out[0], p)) return JT_E_OPERANDS;
+  if (!jt_same_shape(rt, op->out[0], p)) return JT_E_SHAPE;
   for (k = 0; k < n_slots; k++) {
     int32_t s = op->in[p_index + 2u + k];
-    if (!jt_is(rt, s, JT_DTYPE_F32, p_rank) || jt_storage(rt, s) != JT_STATE)
-      return JT_E_DTYPE;
+    if ((st = jt_want(rt, s, JT_DTYPE_F32, p_rank)) != JT_OK) return st;
+    if (jt_storage(rt, s) != JT_STATE) return JT_E_DTYPE;
     if (!jt_same_shape(rt, s, p)) return JT_E_SHAPE;
-    if (!same_base(rt, op->out[1u + k], s) || !jt_same_shape(rt, op->out[1u + k], s))
-      return JT_E_SHAPE;
+    if (!jt_same_buffer(rt, op->out[1u + k], s)) return JT_E_OPERANDS;
+    if (!jt_same_shape(rt, op->out[1u + k], s)) return JT_E_SHAPE;
   }
   /* What the op writes (p, the slots) is disjoint from each other and from what it only
    * reads (gradient, saved input, inv, step): the element-wise in-place update would
@@ -448,7 +439,7 @@ static jt_status check_update(const jt_runtime *rt, const jt_op *op, uint32_t p_
     for (k = 0; k < op->n_in; k++) {
       int is_written_k = k == p_index || (k >= p_index + 2u && k < p_index + 2u + n_slots);
       if (k == i || !(is_written_i || is_written_k)) continue;
-      if (same_base(rt, op->in[i], op->in[k])) return JT_E_SHAPE;
+      if (jt_same_buffer(rt, op->in[i], op->in[k])) return JT_E_SHAPE;
     }
   }
   return JT_OK;
@@ -457,13 +448,9 @@ static jt_status check_update(const jt_runtime *rt, const jt_op *op, uint32_t p_
 /* An optional channel list attribute at `slot`: count -1 (none) or count values in
  * [0, bound) ascending strictly. Returns the count, or -2 when malformed. */
 static int32_t channels_attr(const jt_op *op, uint32_t slot, uint32_t bound) {
-  int32_t count = op->attr[slot], k;
+  const int32_t count = op->attr[slot];
   if (count < -1) return -2;
-  for (k = 0; k < count; k++) {
-    int32_t v = op->attr[slot + 1u + (uint32_t)k];
-    if (v < 0 || (uint32_t)v >= bound) return -2;
-    if (k > 0 && v <= op->attr[slot + (uint32_t)k]) return -2;
-  }
+  if (count > 0 && !jt_ascending_below(op->attr + slot + 1u, (uint32_t)count, bound)) return -2;
   return count;
 }
 
@@ -477,11 +464,12 @@ jt_status jt_check_conv2d_update_s8(const jt_runtime *rt, const jt_op *op) {
   int64_t ho, wo;
   int32_t count;
   jt_status s;
-  if (!jt_is(rt, g, JT_DTYPE_F32, 4) || !jt_is(rt, x, JT_DTYPE_I8, 4)) return JT_E_DTYPE;
+  if ((s = jt_want(rt, g, JT_DTYPE_F32, 4)) != JT_OK) return s;
+  if ((s = jt_want(rt, x, JT_DTYPE_I8, 4)) != JT_OK) return s;
   s = check_update(rt, op, 2u, JT_DTYPE_I8, 4, a[CONV_PID], a[CONV_KIND], JT_KIND_WEIGHT);
   if (s != JT_OK) return s;
   if (sh < 1 || sw < 1 || pt < 0 || pb < 0 || pl < 0 || pr < 0 || groups < 1 ||
-      !in_int8(a[CONV_X_ZERO]))
+      !jt_is_i8(a[CONV_X_ZERO]))
     return JT_E_ATTR;
   n = jt_dim(rt, x, 0);
   c = jt_dim(rt, x, 3);
@@ -493,6 +481,10 @@ jt_status jt_check_conv2d_update_s8(const jt_runtime *rt, const jt_op *op) {
   if (kh < 1u || kw < 1u || (uint32_t)a[CONV_KERNEL] != kh || (uint32_t)a[CONV_KERNEL + 1] != kw)
     return JT_E_ATTR;
   if (jt_dim(rt, g, 0) != n) return JT_E_SHAPE;
+  /* padded sizes inside int32, as every other window op (the reference pads the input) */
+  if ((int64_t)jt_dim(rt, x, 1) + pt + pb > INT32_MAX ||
+      (int64_t)jt_dim(rt, x, 2) + pl + pr > INT32_MAX)
+    return JT_E_ATTR;
   ho = jt_out_size(jt_dim(rt, x, 1), (int32_t)kh, sh, pt, pb);
   wo = jt_out_size(jt_dim(rt, x, 2), (int32_t)kw, sw, pl, pr);
   if (ho < 1 || wo < 1 || ho != (int64_t)jt_dim(rt, g, 1) || wo != (int64_t)jt_dim(rt, g, 2))
@@ -521,10 +513,11 @@ jt_status jt_check_dense_update_s8(const jt_runtime *rt, const jt_op *op) {
   int32_t g = op->in[0], x = op->in[1], w = op->in[2];
   int32_t count;
   jt_status s;
-  if (!jt_is(rt, g, JT_DTYPE_F32, 2) || !jt_is(rt, x, JT_DTYPE_I8, 2)) return JT_E_DTYPE;
+  if ((s = jt_want(rt, g, JT_DTYPE_F32, 2)) != JT_OK) return s;
+  if ((s = jt_want(rt, x, JT_DTYPE_I8, 2)) != JT_OK) return s;
   s = check_update(rt, op, 2u, JT_DTYPE_I8, 2, a[DENSE_PID], a[DENSE_KIND], JT_KIND_WEIGHT);
   if (s != JT_OK) return s;
-  if (!in_int8(a[DENSE_X_ZERO])) return JT_E_ATTR;
+  if (!jt_is_i8(a[DENSE_X_ZERO])) return JT_E_ATTR;
   count = channels_attr(op, DENSE_CHANNELS, 0xFFFFFFFFu);
   if (count == -2) return JT_E_ATTR;
   /* with channels, x is the saved input restricted to them (the reference reads it whole) */

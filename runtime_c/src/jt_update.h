@@ -54,6 +54,10 @@ typedef struct {
   uint32_t hash_base;   /* the hash's (seed, step, pid) part */
 } jt_update_ctx;
 
+/* Optimizer state slots per parameter for the blob's optimizer (verified at init: 0 sgd,
+ * 1 adam): adam 2 (m, v), sgd 1 (m) with momentum, else 0. */
+uint32_t jt_update_slots(const jt_runtime *rt);
+
 /* Bind ctx to parameter p_id with its QAS factors inv_id, optimizer state slot_ids and the
  * step counter step_id (all verified tensors). */
 void jt_update_begin(jt_update_ctx *ctx, const jt_runtime *rt, int32_t pid, int32_t p_id,
