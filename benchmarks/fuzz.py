@@ -30,6 +30,7 @@ def corpus(out: Path) -> list[Path]:
   import jax
   import jax.numpy as jnp
   import numpy as np
+  import optax
 
   import jaxtiny as jt
   from lowering.blob import encode
@@ -55,7 +56,7 @@ def corpus(out: Path) -> list[Path]:
     (Tiny(), jt.SparseUpdate(bias_last=2, weights={1: 0.5}), jt.sgd(0.1), jt.softmax_cross_entropy),
     (Tiny(), jt.SparseUpdate.last_layers(4), jt.sgd(0.1, momentum=0.9), jt.softmax_cross_entropy),
     (Tiny(), jt.SparseUpdate(bias_last=3, weights={2: 0.5}), jt.adam(0.01),
-     lambda z, y: jnp.mean(jnp.maximum(0.0, 1.0 - z[jnp.arange(z.shape[0]), y]) ** 2)),
+     lambda z, y: optax.sigmoid_binary_cross_entropy(z, jax.nn.one_hot(y, 3)).mean()),
     (Mlp(), jt.SparseUpdate.last_layers(1), jt.sgd(jt.cosine(0.1, 20)), jt.softmax_cross_entropy),
   ]
   out.mkdir(parents=True, exist_ok=True)

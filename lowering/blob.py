@@ -288,8 +288,9 @@ def encode(program: Program, state: str = "current") -> bytes:
   place("state")
   state_bytes = len(consts)
   place("const")
-  for tid, b in program.plan.buffers.items():
-    location[tid] = b.offset
+  for plan in (program.infer_plan, program.plan):  # a loaded blob's infer-only buffers too
+    for tid, b in (plan.buffers if plan is not None else {}).items():
+      location[tid] = b.offset
 
   tensors = bytearray()
   for t in g.tensors:
@@ -366,10 +367,12 @@ class Blob:
   seed: int
   plan: Plan
   locations: list[int]  # const: offset in consts; state: in the state image; arena; -1
+  infer_plan: Plan | None = None  # the inference ops' buffers (lifetimes in that list)
 
   def program(self) -> Program:
     return Program(self.graph, self.train_ops, self.infer_ops, self.io, self.optimizer,
-                   self.rounding, self.seed, self.name, plan=self.plan)
+                   self.rounding, self.seed, self.name, plan=self.plan,
+                   infer_plan=self.infer_plan)
 
 
 def _header(data: bytes) -> dict[str, Any]:
@@ -454,10 +457,10 @@ def _tensors(sec: dict[str, bytes], h: dict[str, Any]) -> tuple[Graph, list[int]
                     f"at most {MAX_BUFFER_BYTES}")
   if 8 * n > MAX_BUFFER_BYTES:  # jt_arena_size: the C verifier's scratch, 8 bytes a tensor
     raise BlobError(f"{n} tensors: at most {MAX_BUFFER_BYTES // 8}")
-  if state_end % ALIGN or state_end > len(consts):
+  if state_end % ALIGN or state_end > len(consts) or state_end > MAX_BUFFER_BYTES:
     raise BlobError(f"state image of {state_end} bytes (header byte "
                     f"{HEADER_AT['state_bytes']}) does not fit the {len(consts)}-byte "
-                    "constants section")
+                    f"constants section (or is over {MAX_BUFFER_BYTES}, or misaligned)")
   g, locations = Graph(), []
   for i, rec in enumerate(TENSOR.iter_unpack(sec["tensors"])):
     dt, st, rank, reserved, *dims, alias, nbytes, loc, name = rec
@@ -579,6 +582,8 @@ def _check_io_use(ins: list[int], outs: list[int], g: Graph, unseen: set[int],
   for t in outs:
     if g.tensors[g.base(t)].storage == "const" or g.base(t) in read_only:
       raise BlobError(f"{where}: writes tensor {t}, a constant or the caller's input")
+    if g.tensors[t].storage == "io" and g.base(t) != t:  # the executor keeps io by tensor
+      raise BlobError(f"{where}: writes tensor {t}, a view of an io buffer")
 
 
 def _buffers(g: Graph, ops: list[Op], which: str, locations: list[int]) -> dict[int, Buffer]:
@@ -597,7 +602,7 @@ def _buffers(g: Graph, ops: list[Op], which: str, locations: list[int]) -> dict[
 
 
 def _plan(g: Graph, train: list[Op], infer: list[Op], locations: list[int], arena: int,
-          io: dict[str, int]) -> Plan:
+          io: dict[str, int]) -> tuple[Plan, Plan]:
   """The stored arena offsets, checked for overlaps over the lifetimes of both op lists;
   the loss is written before any op writes the state, the logits by inference."""
   plans = {which: Plan(_buffers(g, ops, which, locations), arena, len(ops))
@@ -611,13 +616,13 @@ def _plan(g: Graph, train: list[Op], infer: list[Op], locations: list[int], aren
                  None)
   if loss_at is None:
     raise BlobError("no train op writes the loss")
-  for i, op in enumerate(train[:loss_at]):
+  for i, op in enumerate(train[:loss_at + 1]):  # the step stops after the loss's op
     if any(g.tensors[g.base(t)].storage == "state" for t in op.outputs):
       raise BlobError(f"train op {i} ({op.name}) writes the state before the loss is known "
                       f"(train op {loss_at}): a non-finite loss could not stop the step")
   if not any(io["logits"] in map(g.base, op.outputs) for op in infer):
     raise BlobError("no infer op writes the logits")
-  return plans["train"]
+  return plans["train"], plans["infer"]
 
 
 def read(data: bytes | bytearray | memoryview) -> Blob:
@@ -633,9 +638,9 @@ def read(data: bytes | bytearray | memoryview) -> Blob:
     t = h[k]
     if not (0 <= t < len(g.tensors) and g.tensors[t].storage == "io"
             and g.tensors[t].dtype == dtype and g.tensors[t].alias is None
-            and t not in io.values()):
+            and t not in io.values() and g.tensors[t].nbytes <= MAX_BUFFER_BYTES):
       raise BlobError(f"io {k}: tensor {t} (header byte {HEADER_AT[k]}) is not an {dtype} "
-                      "io tensor of its own")
+                      f"io tensor of its own (of at most {MAX_BUFFER_BYTES} bytes)")
     io[k] = t
   shapes = {k: g.tensors[t].shape for k, t in io.items()}
   if (shapes["input"][:1] != (1,) or shapes["logits"][:1] != (1,) or shapes["logits"][-1] < 1
@@ -669,8 +674,9 @@ def read(data: bytes | bytearray | memoryview) -> Blob:
                slots)
   infer = _ops("infer", sec["infer_ops"], h["infer_ops_offset"], operands, attrs, g, io, memo,
                slots)
-  return Blob(h, name, g, train, infer, io, opt, rounding, h["seed"],
-              _plan(g, train, infer, locations, h["arena_bytes"], io), locations)
+  plan, infer_plan = _plan(g, train, infer, locations, h["arena_bytes"], io)
+  return Blob(h, name, g, train, infer, io, opt, rounding, h["seed"], plan, locations,
+              infer_plan)
 
 
 def load(src: str | PathLike | bytes | bytearray | memoryview) -> Program:

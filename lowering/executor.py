@@ -86,6 +86,12 @@ class Executor:
     """Run `ops`; with `loss`, stop with NonFiniteLossError right after the op that writes
     that tensor if its value is not finite (the plan writes no state before it)."""
     self.env = dict(io)
+    # Float32 is IEEE arithmetic here, as on the device: a non-finite gradient (a loss that
+    # divides by zero somewhere) is a value the update steps skip (_step), not an error.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+      self._run(ops, loss)
+
+  def _run(self, ops: list[Op], loss: int | None) -> None:
     for op in ops:
       KERNELS[op.name](self, op)
       if loss is not None and loss in op.outputs:
@@ -309,8 +315,9 @@ def _step(ex: Executor, pid: int, p_id: int, inv_id: int, slot_ids: list[int], s
   ok = np.isfinite(delta)
   for v in new:
     ok &= np.isfinite(v)
+  # The hash takes the counter's uint32 bits (as the C runtime): a blob may start it anywhere.
   u = None if ex.rounding == "nearest" else K.hash_uniform(
-    ex.seed, step, pid, p.size, 0 if row is None else row * p.size)
+    ex.seed, step % 2**32, pid, p.size, 0 if row is None else row * p.size)
   new_p = np.where(ok, K.apply_update(p, np.where(ok, delta, np.float32(0)), u), p)
   new = [np.where(ok, v, s) for v, s in zip(new, slots, strict=True)]
   if row is None:

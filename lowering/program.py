@@ -67,13 +67,20 @@ class Program:
 
   def __init__(self, graph: Graph, train_ops: list[Op], infer_ops: list[Op], io: dict[str, int],
                optimizer: dict, rounding: str, seed: int, name: str = "model",
-               plan: planner.Plan | None = None):
+               plan: planner.Plan | None = None, infer_plan: planner.Plan | None = None):
     self.graph, self.train_ops, self.infer_ops, self.io = graph, train_ops, infer_ops, io
     self.optimizer, self.rounding, self.seed, self.name = optimizer, rounding, seed, name
     # `plan`: the memory plan stored in a blob (lowering.load); checked like a fresh one.
     self.plan = plan if plan is not None else planner.plan(graph, train_ops)
     self.plan.check()
     offsets = {t: b.offset for t, b in self.plan.buffers.items()}
+    # A loaded blob's inference may place tensors the train step never uses (lower() makes
+    # inference a subset of the train step): they need offsets too.
+    self.infer_plan = infer_plan
+    if infer_plan is not None:
+      infer_plan.check()
+      for t, b in infer_plan.buffers.items():
+        offsets.setdefault(t, b.offset)
     self._ex = Executor(graph, optimizer, rounding, seed, offsets, self.plan.arena_bytes)
 
   @property

@@ -22,9 +22,10 @@ from typing import NoReturn
 import numpy as np
 
 from lowering.ir import Graph, Op
+from lowering.opset import BY_NAME
 
 INT32_MAX = 2**31 - 1
-# JT_FW_MAX_REDUCTION: the longest int8 dot product (kh * kw * channels) whose int32 sum is
+# JT_MAX_REDUCTION_S8: the longest int8 dot product (kh * kw * channels) whose int32 sum is
 # exact for any int8 weight, INT32_MAX // (255 * 128).
 MAX_REDUCTION = 65793
 
@@ -72,7 +73,7 @@ def _storage(g: Graph, tid: int) -> str:
 
 
 def _same(g: Graph, a: int, b: int) -> bool:
-  """jt_bw_same_buffer: one base tensor (the plan keeps other live buffers disjoint)."""
+  """jt_same_buffer: one base tensor (the plan keeps other live buffers disjoint)."""
   return g.base(a) == g.base(b)
 
 
@@ -90,11 +91,11 @@ def _i8(v: int) -> bool:
   return -128 <= v <= 127
 
 
-# --- shared check helpers (jt_fw_* of jt_eltwise_s8.c, jt_bw_* of the backward files) -------
+# --- shared check helpers (jt_check.c, jt_weight_s8.c) --------------------------------------
 
 
 def _want(g: Graph, tid: int, dtype: str, rank: int, what: str) -> None:
-  """jt_fw_operand / jt_bw_want: the dtype, then the rank."""
+  """jt_want: the dtype, then the rank."""
   _need(_dtype(g, tid) == dtype, f"{what} (tensor {tid}) must be {dtype}, not "
         f"{_dtype(g, tid)}")
   _need(_rank(g, tid) == rank, f"{what} (tensor {tid}) must have rank {rank}, not "
@@ -102,36 +103,39 @@ def _want(g: Graph, tid: int, dtype: str, rank: int, what: str) -> None:
 
 
 def _finite_if_const(g: Graph, tid: int) -> bool:
-  """jt_bw_finite_if_const."""
+  """jt_finite_if_const."""
   return _storage(g, tid) != "const" or bool(np.all(np.isfinite(_const_data(g, tid))))
 
 
 def _multiplier(g: Graph, tid: int, rank: int, what: str) -> None:
-  """jt_fw_multiplier: a const float32 tensor of this rank, every value finite."""
+  """jt_want_multiplier: a const float32 tensor of this rank, every value finite."""
   _want(g, tid, "f32", rank, what)
   _need(_storage(g, tid) == "const", f"{what} (tensor {tid}) must be a constant")
   _need(_finite_if_const(g, tid), f"{what} (tensor {tid}) holds a value that is not finite")
 
 
 def _clamp(y_zero: int, lo: int, hi: int, what: str) -> None:
-  """jt_fw_clamp_ok: a zero point and clamp bounds of int8 with lo <= hi."""
+  """jt_requant_ok: a zero point and clamp bounds of int8 with lo <= hi."""
   _need(_i8(y_zero) and _i8(lo) and _i8(hi) and lo <= hi,
         f"{what}: zero point {y_zero} and clamp [{lo}, {hi}] must be int8 values, lo <= hi")
 
 
 def _window(size: int, k: int, stride: int, p0: int, p1: int, what: str) -> int:
-  """jt_fw_window / jt_bw_window (they accept the same): stride >= 1, pads >= 0, size +
-  pads <= INT32_MAX, a window k >= 1 that fits; the output length."""
-  _need(stride >= 1 and p0 >= 0 and p1 >= 0 and size + p0 + p1 <= INT32_MAX,
-        f"{what}: stride {stride} must be >= 1, padding ({p0}, {p1}) >= 0 and the padded "
-        f"size {size + p0 + p1} at most {INT32_MAX}")
+  """jt_want_window: stride >= 1, pads >= 0 and at most size + k, size + pads <=
+  INT32_MAX, a window k >= 1 that fits; the output length."""
+  _need(stride >= 1, f"{what}: stride {stride} must be >= 1")
+  _need(p0 >= 0 and p1 >= 0, f"{what}: padding ({p0}, {p1}) must be >= 0")
+  _need(size + p0 + p1 <= INT32_MAX, f"{what}: padding ({p0}, {p1}) makes a padded size "
+        f"{size + p0 + p1} over {INT32_MAX}")
+  _need(max(p0, p1) <= size + k, f"{what}: padding ({p0}, {p1}) is larger than the input "
+        f"({size}) and a window ({k})")
   _need(k >= 1 and size + p0 + p1 >= k,
         f"{what}: a window of {k} does not fit the padded size {size + p0 + p1}")
   return (size + p0 + p1 - k) // stride + 1
 
 
 def _reduction_ok(kh: int, kw: int, n: int) -> bool:
-  """jt_fw_reduction_ok: kh * kw * max(n, 1) <= MAX_REDUCTION."""
+  """jt_reduction_ok: kh * kw * max(n, 1) <= MAX_REDUCTION."""
   return kh <= MAX_REDUCTION and kw <= MAX_REDUCTION and kh * kw * max(n, 1) <= MAX_REDUCTION
 
 
@@ -146,7 +150,7 @@ def _channels(g: Graph, tid: int, bound: int, what: str) -> None:
 
 
 def _selection(g: Graph, op: Op, w: int, w_sel: int, sel: int, rank: int, what: str) -> int:
-  """The trained part of a weight (weight_check of jt_conv_s8.c, jt_bw_weight_bind): w_sel
+  """The trained part of a weight (jt_weight_bind of jt_weight_s8.c): w_sel
   of w's shape but along sel_axis (numpy-style, -rank..rank-1), where it has sel's length;
   sel a channel list of that axis. Returns the axis."""
   axis = op.attrs["sel_axis"]
@@ -163,8 +167,8 @@ def _selection(g: Graph, op: Op, w: int, w_sel: int, sel: int, rank: int, what: 
 
 
 def _fw_weight(g: Graph, op: Op, rank: int) -> None:
-  """weight_check (jt_conv_s8.c): w is input 1; w_sel, sel are inputs 4, 5, present
-  exactly when sel_axis is."""
+  """jt_weight_operands (jt_weight_s8.c) of a forward op: w is input 1; w_sel, sel are
+  inputs 4, 5, present exactly when sel_axis is."""
   has_sel = "sel_axis" in op.attrs
   _need(len(op.inputs) == (6 if has_sel else 4),
         f"{len(op.inputs)} inputs: 6 with sel_axis, else 4")
@@ -174,7 +178,7 @@ def _fw_weight(g: Graph, op: Op, rank: int) -> None:
 
 
 def _bw_weight(g: Graph, op: Op, w: int, w_sel: int, sel: int, rank: int) -> int | None:
-  """jt_bw_weight_bind: w (and its trained part when sel_axis is present); the axis."""
+  """jt_weight_bind: w (and its trained part when sel_axis is present); the axis."""
   _want(g, w, "i8", rank, "the weight")
   if "sel_axis" not in op.attrs:
     return None
@@ -182,7 +186,7 @@ def _bw_weight(g: Graph, op: Op, w: int, w_sel: int, sel: int, rank: int) -> int
 
 
 def _m_mode(g: Graph, m: int, grad: int) -> None:
-  """jt_bw_m_mode: a multiplier of a gradient: a scalar, one per channel (grad's last
+  """jt_want_m_mode: a multiplier of a gradient: a scalar, one per channel (grad's last
   axis), or one per position (grad NHWC); finite when constant."""
   _need(_dtype(g, m) == "f32", f"the multiplier (tensor {m}) must be f32")
   mr, gr = _rank(g, m), _rank(g, grad)
@@ -380,12 +384,6 @@ def _layer(g: Graph, w: int, b: int, m: int, what: str) -> None:
         f"the {what} reduction can overflow int32")
 
 
-def _out_len(size: int, k: int, stride: int, p0: int, p1: int) -> int:
-  """out_len of jt_bottleneck_s8.c (for a window that fits)."""
-  span = size + p0 + p1 - k
-  return 0 if span < 0 else span // stride + 1
-
-
 def check_bottleneck_s8(g: Graph, op: Op) -> None:
   """jt_check_bottleneck_s8."""
   a = op.attrs
@@ -422,9 +420,7 @@ def check_bottleneck_s8(g: Graph, op: Op) -> None:
   _need(end0 >= 0 and max(top_last, 0) * esh - ept <= xh,
         "an output row's band reads input rows outside the input")
   # band_bytes: kd expanded rows and one depthwise row (jt_bottleneck_s8_get_buffer_size)
-  e_cols2 = _out_len(xw, we[2], esw, epl, epr)
-  d_cols2 = _out_len(e_cols2, wdw[2], dsw, dpl, dpr)
-  need = kd * e_cols2 * c + d_cols2 * c
+  need = kd * e_cols * c + d_cols * c
   _need(_dim(g, band, 0) >= need, f"the band holds {_dim(g, band, 0)} bytes, the block needs "
         f"{need}")
 
@@ -905,9 +901,16 @@ def check_scatter_add_last(g: Graph, op: Op) -> None:
 # --- dispatch ------------------------------------------------------------------------------
 
 UPDATES = ("conv2d_update_s8", "dense_update_s8", "bias_update_i32", "bottleneck_bw_f32")
+# must_not_alias of jt_runtime.c: the kernels write the output while they still read the
+# inputs (windows, gathers, scatters), where the reference computes the whole result first.
+NOT_IN_PLACE = ("conv2d_s8", "dense_s8", "avgpool_s8", "maxpool_s8", "gather_channels_s8",
+                "bottleneck_s8", "concat_s8", "scatter_add_last")
 CHECKS: dict[str, Callable[..., None]] = {
   name.removeprefix("check_"): f for name, f in dict(globals()).items()
   if name.startswith("check_") and callable(f)}
+
+
+assert set(CHECKS) == set(BY_NAME), "every opcode of lowering/opset.py needs its rule here"
 
 
 def check(g: Graph, op: Op, slots: int) -> None:
@@ -917,3 +920,8 @@ def check(g: Graph, op: Op, slots: int) -> None:
     f(g, op, slots)
   else:
     f(g, op)
+  if op.name in NOT_IN_PLACE:  # outputs_disjoint of jt_runtime.c
+    for k, t in enumerate(op.outputs):
+      _need(not any(_same(g, t, u) for u in op.inputs + op.outputs[:k]),
+            f"output {k} (tensor {t}) shares bytes with another operand: {op.name} cannot "
+            "run in place")

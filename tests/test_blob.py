@@ -263,10 +263,12 @@ CORRUPT = {  # case -> (tamper, recompute the CRC, what the error must say)
                                           r"conv2d_s8 takes 1"),
   "attr count": (_attr_count, True, r"train op \d+ \(conv2d_s8.*attr count mismatch"),
   "dtype enum": (_dtype, True, r"tensor 0 \(byte \d+\): dtype: 17 is out of range"),
-  "alias cycle": (_alias_cycle, True, r"tensor \d+: a chain of more than 16 aliases \(or a cycle\)"),
+  "alias cycle": (_alias_cycle, True, r"tensor \d+: a chain of more than 16 aliases \(or a "
+                                      r"cycle\)"),
   "const beyond consts": (_const_beyond, True, r"tensor \d+ .*: const data .* lies outside"),
   "arena beyond arena": (_arena_beyond, True, r"tensor \d+ .*: arena tensor .* beyond the arena"),
-  "overlapping plan": (_overlap, True, r"memory plan of the train ops: tensors \d+ and \d+ overlap"),
+  "overlapping plan": (_overlap, True, r"memory plan of the train ops: tensors \d+ and \d+ "
+                                      r"overlap"),
 }
 
 

@@ -40,10 +40,12 @@ def test_library_has_no_allocator_stdio_exit_or_mutable_globals():
 def test_host_tests_pass_under_address_and_undefined_sanitizers(tmp_path):
   _need("gcc")
   _make("asan", CC="gcc")
-  libasan = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True,
-                           text=True).stdout.strip()
+  # ASan's runtime must come first; libstdc++ with it, or its __cxa_throw interceptor
+  # finds nothing to wrap when jaxlib throws.
+  preload = [subprocess.run(["gcc", f"-print-file-name={lib}"], capture_output=True, text=True
+                            ).stdout.strip() for lib in ("libasan.so", "libstdc++.so")]
   env = {**os.environ, "JAXTINY_RUNTIME_LIB": str(RUNTIME / "build/asan/libjaxtiny.so"),
-         "LD_PRELOAD": libasan, "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1",
+         "LD_PRELOAD": " ".join(preload), "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1",
          "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1"}
   tests = sorted(str(p) for p in (ROOT / "tests").glob("test_c_*.py") if p.name != Path(
     __file__).name)

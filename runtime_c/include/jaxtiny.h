@@ -147,7 +147,8 @@ typedef struct {
 } jt_flash;
 uint32_t jt_slot_size(const jt_runtime *rt);
 jt_status jt_slots_save(const jt_runtime *rt, const jt_flash *flash);
-/* State unchanged unless a valid slot was loaded. */
+/* Loads the newest valid slot; the state is unchanged unless one was loaded (the bytes are
+ * staged in the arena when it holds them, and taken only if they match the slot's CRC). */
 jt_status jt_slots_load(jt_runtime *rt, const jt_flash *flash);
 
 /* --- diagnostics ------------------------------------------------------------------------ */

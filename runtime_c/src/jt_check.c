@@ -92,7 +92,11 @@ int64_t jt_out_size(uint32_t size, int32_t k, int32_t stride, int32_t pad0, int3
 jt_status jt_want_window(uint32_t size, int64_t k, int32_t stride, int32_t pad0, int32_t pad1,
                          uint32_t *out) {
   const int64_t padded = (int64_t)size + pad0 + pad1;  /* each term < 2**32: exact */
-  if (stride < 1 || pad0 < 0 || pad1 < 0 || padded > INT32_MAX) return JT_E_ATTR;
+  /* A pad may hold a whole window (a conv's explicit padding may), never more than the
+   * input and a window: so a reader padding the input allocates at most a few times it. */
+  if (stride < 1 || pad0 < 0 || pad1 < 0 || padded > INT32_MAX || pad0 > size + k ||
+      pad1 > size + k)
+    return JT_E_ATTR;
   if (k < 1 || padded < k) return JT_E_SHAPE;
   /* k <= padded <= INT32_MAX here, so jt_out_size's int32 k is k itself */
   *out = (uint32_t)jt_out_size(size, (int32_t)k, stride, pad0, pad1);

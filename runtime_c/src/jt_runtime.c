@@ -74,14 +74,15 @@ uint32_t jt_arena_size(const void *blob, size_t blob_len) {
   /* The verifier keeps two u32 per tensor in the arena while it checks the plan. */
   uint32_t arena = rd32(b + H_ARENA), n = rd32(b + H_COUNTS);
   uint64_t scratch = 8ull * n;
-  if (scratch > JT_MAX_BUFFER_BYTES) return 0;
+  if (scratch > JT_MAX_BUFFER_BYTES || arena > JT_MAX_BUFFER_BYTES) return 0;
   return arena > scratch ? arena : (uint32_t)scratch;
 }
 
 uint32_t jt_state_size(const void *blob, size_t blob_len) {
   const uint8_t *b = (const uint8_t *)blob;
   if (b == NULL || blob_len < HEADER_SIZE || memcmp(b, "JTB1", 4) != 0) return 0;
-  return rd32(b + H_STATE);
+  /* no caller should allocate what jt_init refuses anyway */
+  return rd32(b + H_STATE) > JT_MAX_BUFFER_BYTES ? 0 : rd32(b + H_STATE);
 }
 
 static jt_status check_header(jt_runtime *rt, const uint8_t *b, size_t len) {
@@ -264,7 +265,9 @@ static jt_status check_io(jt_runtime *rt, const uint8_t *b) {
     if (ids[k] < 0 || (uint32_t)ids[k] >= rt->n_tensors)
       return fail(rt, JT_E_IO, JT_WHERE_HEADER, H_IO + 4 * k);
     const jt_tensor_rec *t = jt_t(rt, ids[k]);
-    if (t->storage != JT_IO || t->alias >= 0 || t->dtype != dtypes[k])
+    /* the caller's buffers are bounded like the arena (the host allocates them) */
+    if (t->storage != JT_IO || t->alias >= 0 || t->dtype != dtypes[k] ||
+        t->nbytes > JT_MAX_BUFFER_BYTES)
       return fail(rt, JT_E_IO, JT_WHERE_HEADER, H_IO + 4 * k);
     for (uint32_t j = 0; j < k; j++)
       if (ids[j] == ids[k]) return fail(rt, JT_E_IO, JT_WHERE_HEADER, H_IO + 4 * k);
@@ -373,6 +376,28 @@ static int attrs_ok(const jt_op_rule *rule, const jt_op *op) {
   return pos == n;
 }
 
+/* Ops whose kernels write the output while they still read the inputs (windows, gathers,
+ * scatters): the reference computes the whole result first, so an output sharing an
+ * input's bytes (a view of it, or the same tensor) would give another result. The in-place
+ * ops (lowering/planner.py IN_PLACE), the updates and the element-wise ops are not here. */
+static int must_not_alias(uint32_t opcode) {
+  switch (opcode) {
+    case JT_OP_CONV2D_S8: case JT_OP_DENSE_S8: case JT_OP_AVGPOOL_S8: case JT_OP_MAXPOOL_S8:
+    case JT_OP_GATHER_CHANNELS_S8: case JT_OP_BOTTLENECK_S8: case JT_OP_CONCAT_S8:
+    case JT_OP_SCATTER_ADD_LAST: return 1;
+    default: return 0;
+  }
+}
+
+static int outputs_disjoint(const jt_runtime *rt, const jt_op *op) {
+  for (uint32_t k = 0; k < op->n_out; k++) {
+    const int32_t b = jt_base(rt, op->out[k]);
+    for (uint32_t j = 0; j < op->n_in + k; j++)  /* the inputs, then the outputs before k */
+      if (jt_base(rt, op->in[j]) == b) return 0;
+  }
+  return 1;
+}
+
 static jt_status check_op(jt_runtime *rt, const uint8_t *list, uint32_t i, uint32_t where) {
   const jt_op_rec *r = (const jt_op_rec *)(const void *)(list + i * OP_BYTES);
   if (r->opcode > JT_LAST_OPCODE || !jt_rules[r->opcode].known)
@@ -396,12 +421,15 @@ static jt_status check_op(jt_runtime *rt, const uint8_t *list, uint32_t i, uint3
     if (where == JT_WHERE_TRAIN_OP ? base == rt->io_logits
                                    : (base == rt->io_label || base == rt->io_loss))
       return fail(rt, JT_E_OPERANDS, where, i);
+    /* no op writes a constant or the caller's input, nor an io buffer through a view (the
+     * executor keeps io buffers by tensor: a write to a view would not reach it) */
     if (is_out && (jt_t(rt, base)->storage == JT_CONST || base == rt->io_input ||
-                   base == rt->io_label))
+                   base == rt->io_label || (jt_t(rt, base)->storage == JT_IO && base != t)))
       return fail(rt, JT_E_OPERANDS, where, i);
   }
   if (!attrs_ok(rule, &op)) return fail(rt, JT_E_ATTR, where, i);
   jt_status s = jt_check_table[r->opcode](rt, &op);
+  if (s == JT_OK && must_not_alias(op.opcode) && !outputs_disjoint(rt, &op)) s = JT_E_OPERANDS;
   return s == JT_OK ? JT_OK : fail(rt, s, where, i);
 }
 
@@ -447,12 +475,15 @@ static jt_status check_loss_first(jt_runtime *rt) {
   for (uint32_t i = 0; i < rt->n_train_ops; i++) {
     jt_op op;
     op_view(rt, rt->train_ops, i, &op);
+    int writes_loss = 0;
+    /* the step stops after the op that writes the loss: that op writes no state either */
     for (uint32_t k = 0; k < op.n_out; k++) {
       int32_t b = jt_base(rt, op.out[k]);
       if (jt_t(rt, b)->storage == JT_STATE && !loss_written)
         return fail(rt, JT_E_PLAN, JT_WHERE_TRAIN_OP, i);
-      if (b == rt->io_loss) loss_written = 1;
+      if (b == rt->io_loss) writes_loss = 1;
     }
+    if (writes_loss) loss_written = 1;
   }
   if (!loss_written) return fail(rt, JT_E_IO, JT_WHERE_HEADER, H_IO + 8);
   /* inference writes the logits */
@@ -490,7 +521,8 @@ jt_status jt_init(jt_runtime *rt, const void *blob, size_t blob_len, void *arena
   rt->arena_bytes = rd32(b + H_ARENA);
   rt->state_bytes = rd32(b + H_STATE);
   if (rt->arena_bytes > JT_MAX_BUFFER_BYTES) return fail(rt, JT_E_HEADER, JT_WHERE_HEADER, H_ARENA);
-  if (rt->state_bytes % JT_ALIGN || rt->state_bytes > rt->consts_len)
+  if (rt->state_bytes % JT_ALIGN || rt->state_bytes > rt->consts_len ||
+      rt->state_bytes > JT_MAX_BUFFER_BYTES)
     return fail(rt, JT_E_HEADER, JT_WHERE_HEADER, H_STATE);
   if (arena_len < jt_arena_size(blob, blob_len) || jt_arena_size(blob, blob_len) == 0)
     return fail(rt, JT_E_ARENA_SIZE, JT_WHERE_NONE, 0);

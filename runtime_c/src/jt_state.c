@@ -131,6 +131,17 @@ jt_status jt_slots_load(jt_runtime *rt, const jt_flash *f) {
   int cur = newest(rt, f, &seq, &err);
   if (cur < 0) return err != JT_OK ? err : JT_E_NO_IMAGE;
   uint32_t at = (uint32_t)cur * jt_slot_size(rt) + 4 + IMAGE_HEAD;
-  if (f->read(f->ctx, at, rt->state, rt->state_bytes)) return JT_E_STORAGE;
+  /* Stage the bytes in the arena (scratch between calls) when it is large enough, and take
+   * them only if they still match the slot's CRC: a read that fails or returns other bytes
+   * than the validation pass then leaves the state as it was. */
+  uint8_t *dst = rt->arena_len >= rt->state_bytes ? rt->arena : rt->state;
+  uint8_t head[IMAGE_HEAD], crc[4];
+  if (f->read(f->ctx, at - IMAGE_HEAD, head, IMAGE_HEAD) ||
+      f->read(f->ctx, at, dst, rt->state_bytes) || f->read(f->ctx, at + rt->state_bytes, crc, 4))
+    return JT_E_STORAGE;
+  if (head_ok(rt, head) != JT_OK ||
+      jt_crc32(jt_crc32(0, head, IMAGE_HEAD), dst, rt->state_bytes) != rd32(crc))
+    return JT_E_STORAGE;
+  if (dst != rt->state) memcpy(rt->state, dst, rt->state_bytes);
   return JT_OK;
 }

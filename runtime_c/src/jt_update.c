@@ -460,8 +460,7 @@ jt_status jt_check_conv2d_update_s8(const jt_runtime *rt, const jt_op *op) {
   int32_t sh = a[CONV_STRIDES], sw = a[CONV_STRIDES + 1], groups = a[CONV_GROUPS];
   int32_t pt = a[CONV_PADDING], pb = a[CONV_PADDING + 1], pl = a[CONV_PADDING + 2];
   int32_t pr = a[CONV_PADDING + 3];
-  uint32_t n, c, o, kh, kw, gc, eff_groups, eff_o;
-  int64_t ho, wo;
+  uint32_t n, c, o, kh, kw, gc, eff_groups, eff_o, ho, wo;
   int32_t count;
   jt_status s;
   if ((s = jt_want(rt, g, JT_DTYPE_F32, 4)) != JT_OK) return s;
@@ -481,14 +480,11 @@ jt_status jt_check_conv2d_update_s8(const jt_runtime *rt, const jt_op *op) {
   if (kh < 1u || kw < 1u || (uint32_t)a[CONV_KERNEL] != kh || (uint32_t)a[CONV_KERNEL + 1] != kw)
     return JT_E_ATTR;
   if (jt_dim(rt, g, 0) != n) return JT_E_SHAPE;
-  /* padded sizes inside int32, as every other window op (the reference pads the input) */
-  if ((int64_t)jt_dim(rt, x, 1) + pt + pb > INT32_MAX ||
-      (int64_t)jt_dim(rt, x, 2) + pl + pr > INT32_MAX)
-    return JT_E_ATTR;
-  ho = jt_out_size(jt_dim(rt, x, 1), (int32_t)kh, sh, pt, pb);
-  wo = jt_out_size(jt_dim(rt, x, 2), (int32_t)kw, sw, pl, pr);
-  if (ho < 1 || wo < 1 || ho != (int64_t)jt_dim(rt, g, 1) || wo != (int64_t)jt_dim(rt, g, 2))
-    return JT_E_SHAPE;
+  /* the window rules of every other window op */
+  if ((s = jt_want_window(jt_dim(rt, x, 1), kh, sh, pt, pb, &ho)) != JT_OK ||
+      (s = jt_want_window(jt_dim(rt, x, 2), kw, sw, pl, pr, &wo)) != JT_OK)
+    return s;
+  if (ho != jt_dim(rt, g, 1) || wo != jt_dim(rt, g, 2)) return JT_E_SHAPE;
   count = channels_attr(op, CONV_CHANNELS, groups > 1 ? gc : 0xFFFFFFFFu);
   if (count == -2) return JT_E_ATTR;
   if (count >= 0 && groups > 1) {
