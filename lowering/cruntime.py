@@ -97,7 +97,7 @@ class CRuntime:
   def __init__(self, blob: bytes | bytearray | memoryview, arena_len: int | None = None,
                state_len: int | None = None):
     self._lib = lib = library()
-    data = bytes(blob)
+    data = self._raw = bytes(blob)
     self._blob = _aligned(len(data))
     ctypes.memmove(self._blob, data, len(data))
     self.arena_len = lib.jt_arena_size(self._blob, len(data)) if arena_len is None else arena_len
@@ -176,6 +176,21 @@ class CRuntime:
   def state_bytes(self) -> bytes:
     """The raw state buffer (what jt_state_save wraps)."""
     return ctypes.string_at(self._state, self.state_len)
+
+  def set_state(self, raw: bytes) -> None:
+    """Replace the raw state buffer (tests: carry another engine's state over)."""
+    if len(raw) != self.state_len:
+      raise ValueError(f"{len(raw)} bytes for a state of {self.state_len}")
+    ctypes.memmove(self._state, raw, len(raw))
+
+  def state_location(self, tensor: int) -> int:
+    """Offset of a state tensor in the state buffer (its record's location)."""
+    return int.from_bytes(self._record(tensor)[36:40], "little", signed=True)
+
+  def _record(self, tensor: int) -> bytes:
+    base = int.from_bytes(self._raw[HEADER_AT["tensors_offset"]:HEADER_AT["tensors_offset"] + 4],
+                          "little")
+    return self._raw[base + 44 * tensor:base + 44 * (tensor + 1)]
 
   def guards_intact(self) -> bool:
     """Whether the bytes after the plan's arena and after the state image (GUARD more than

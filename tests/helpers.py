@@ -1,6 +1,8 @@
 """Shared by the training and lowering tests: a small Flax model, quantized on random
 8x8x2 inputs, and a labelled int8 batch for it."""
 
+from functools import cache
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -81,23 +83,31 @@ def carry_state(prog, state) -> tuple[int, int]:
   return differ, total
 
 
+def state_image(prog, rt) -> bytes:
+  """The executor's state as the C runtime's state buffer (each state tensor at its
+  location in the blob's state image)."""
+  raw = bytearray(rt.state_len)
+  for t, v in prog.state_arrays().items():
+    at = rt.state_location(t)
+    raw[at:at + v.nbytes] = v.tobytes()
+  return bytes(raw)
+
+
 def end_to_end(qm: jt.QModel, x8: np.ndarray, y: np.ndarray, update: jt.SparseUpdate,
                loss_fn=jt.softmax_cross_entropy, steps: int = 3, tmp_path=None, **train):
   """quantized model -> train in simulation -> lower -> save -> load -> executor steps:
   inference bit-exact with the simulation before and after, losses within LOSS_RTOL, trained
-  parameters within the boundary allowance. The same blob on the C runtime against an
-  executor of its own (the first one takes the simulation's state after each step): losses
-  and state bit for bit. Returns the loaded program."""
+  parameters within the boundary allowance. The same blob on the C runtime beside the
+  executor: every step's loss and state bit for bit (then both take the simulation's
+  state). Returns the loaded program."""
   import lowering
-  from lowering.blob import encode
 
   trainer = jt.tiny_train(qm, update=update, **train)(loss_fn)
   prog = trainer.lower()
   if tmp_path is not None:
     prog.save(tmp_path / "step.jtb")
     prog = lowering.load(tmp_path / "step.jtb")
-  blob = encode(prog)
-  rt, alone = lowering.CRuntime(blob), lowering.load(blob)
+  rt = prog.runtime()
   state = trainer.init()
   np.testing.assert_array_equal(prog.infer(x8[0]), np.asarray(qm.apply(x8[:1]))[0])
   np.testing.assert_array_equal(rt.infer(x8[0]), np.asarray(qm.apply(x8[:1]))[0])
@@ -105,17 +115,67 @@ def end_to_end(qm: jt.QModel, x8: np.ndarray, y: np.ndarray, update: jt.SparseUp
     state, loss = trainer.step(state, x8[i:i + 1], y[i:i + 1])
     loss_ref = prog.train_step(x8[i], y[i:i + 1])
     loss_c = rt.train_step(x8[i], y[i:i + 1])
-    assert np.float32(loss_c).tobytes() == np.float32(alone.train_step(x8[i], y[i:i + 1])
-                                                      ).tobytes(), f"step {i}: C loss"
+    assert np.float32(loss_c).tobytes() == np.float32(loss_ref).tobytes(), f"step {i}: C loss"
+    assert rt.state_bytes() == state_image(prog, rt), f"step {i}: C state"
     assert np.isfinite(loss_ref)
     assert abs(loss_ref - float(loss)) <= LOSS_RTOL * max(abs(float(loss)), 1.0), (
       f"step {i}: executor loss {loss_ref} vs simulation {float(loss)}")
     differ, total = carry_state(prog, state)
     assert differ <= max(1, BOUNDARY_FRACTION * total)
-  assert rt.state_bytes() == lowering.CRuntime(encode(alone)).state_bytes(), "C state"
+    rt.set_state(state_image(prog, rt))
   trained = trainer.model(state)
   for i in range(min(len(x8), 4)):
     np.testing.assert_array_equal(prog.infer(x8[i]), np.asarray(trained.apply(x8[i:i + 1]))[0])
-    np.testing.assert_array_equal(rt.infer(x8[i]), alone.infer(x8[i]))
+    np.testing.assert_array_equal(rt.infer(x8[i]), prog.infer(x8[i]))
   assert rt.guards_intact()
   return prog
+
+
+class FuzzBlock(nn.Module):
+  """Strided conv, an inverted bottleneck (1x1, depthwise, 1x1), concat, residual add, max
+  and average pool, dense."""
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.relu6(nn.Conv(4, (3, 3), strides=2)(x))
+    y = nn.relu6(nn.Conv(8, (3, 3), feature_group_count=8)(nn.relu6(nn.Conv(8, (1, 1))(x))))
+    x = jnp.concatenate([x, nn.Conv(4, (1, 1))(y)], axis=-1)
+    x = nn.relu(nn.Conv(8, (1, 1))(x) + x)
+    x = nn.max_pool(x, (2, 2), (1, 1))
+    return nn.Dense(3)(x.mean(axis=(1, 2)))
+
+
+class FuzzMlp(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    return nn.Dense(3)(nn.relu(nn.Dense(6)(x.reshape((x.shape[0], -1)))))
+
+
+FUZZ_SEEDS = {  # name -> (module, update, optimizer, rounding)
+  # the bottleneck's channel-by-channel backward updating expand rows; momentum, cosine
+  "block-sparse": (FuzzBlock, jt.SparseUpdate(bias_last=5, weights={1: 0.5, 4: 0.5}),
+                   jt.sgd(jt.cosine(0.3, 10, final=0.01), momentum=0.9), "stochastic"),
+  # a frozen prefix (banded bottleneck), trained input channels of a 1x1 conv, Adam
+  "block-adam": (FuzzBlock, jt.SparseUpdate(bias_last=2, weights={4: 0.5}), jt.adam(0.01),
+                 "nearest"),
+  # a depthwise channel subset, the block's backward op by op
+  "block-dw": (FuzzBlock, jt.SparseUpdate(bias_last=3, weights={2: 0.5}, weights_last=2),
+               jt.sgd(0.1), "nearest"),
+  "mlp": (FuzzMlp, jt.SparseUpdate.last_layers(1), jt.sgd(0.1), "stochastic"),
+}
+
+
+@cache
+def seed_blobs() -> dict[str, bytes]:
+  """Small lowered steps covering every op family (the fuzzers' seeds), built once."""
+  from lowering.blob import encode
+
+  out = {}
+  qms = {}
+  for name, (module, update, optimizer, rounding) in FUZZ_SEEDS.items():
+    if module not in qms:
+      qms[module] = quantize_8x8x2(module())
+    tr = jt.tiny_train(qms[module], optimizer=optimizer, update=update, rounding=rounding,
+                       seed=5)(jt.softmax_cross_entropy)
+    out[name] = encode(tr.lower())
+  return out

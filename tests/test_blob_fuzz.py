@@ -19,12 +19,9 @@ import time
 import warnings
 from collections.abc import Callable
 
-import flax.linen as nn
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import jaxtiny as jt
 from jaxtiny.errors import NonFiniteLossError
 from lowering import blob, planner
 from lowering.blob import HEADER, HEADER_AT, OP, OP_AT, TENSOR, TENSOR_AT, BlobError
@@ -33,58 +30,16 @@ from lowering.ir import ITEMSIZE, Op
 from lowering.opset import DTYPES
 from lowering.planner import Buffer, buffer_size
 
-from helpers import quantize_8x8x2
+from helpers import seed_blobs
 
 CASES = 1500  # mutants over all seeds (about 20 s on one core)
 RNG_SEED = 2026
 BOUNDARY = (0, -1, 1, 2, 2**31 - 1, -2**31, 3, 4, 7, 8, 16, 255, 65536)
 
 
-class Block(nn.Module):
-  """Strided conv, an inverted bottleneck (1x1, depthwise, 1x1), concat, residual add, max
-  and average pool, dense."""
-
-  @nn.compact
-  def __call__(self, x):
-    x = nn.relu6(nn.Conv(4, (3, 3), strides=2)(x))
-    y = nn.relu6(nn.Conv(8, (3, 3), feature_group_count=8)(nn.relu6(nn.Conv(8, (1, 1))(x))))
-    x = jnp.concatenate([x, nn.Conv(4, (1, 1))(y)], axis=-1)
-    x = nn.relu(nn.Conv(8, (1, 1))(x) + x)
-    x = nn.max_pool(x, (2, 2), (1, 1))
-    return nn.Dense(3)(x.mean(axis=(1, 2)))
-
-
-class Mlp(nn.Module):
-  @nn.compact
-  def __call__(self, x):
-    return nn.Dense(3)(nn.relu(nn.Dense(6)(x.reshape((x.shape[0], -1)))))
-
-
-SEEDS = {  # name -> (module, update, optimizer, rounding)
-  # the bottleneck's channel-by-channel backward updating expand rows; momentum, cosine
-  "block-sparse": (Block, jt.SparseUpdate(bias_last=5, weights={1: 0.5, 4: 0.5}),
-                   jt.sgd(jt.cosine(0.3, 10, final=0.01), momentum=0.9), "stochastic"),
-  # a frozen prefix (banded bottleneck), trained input channels of a 1x1 conv, Adam
-  "block-adam": (Block, jt.SparseUpdate(bias_last=2, weights={4: 0.5}), jt.adam(0.01),
-                 "nearest"),
-  # a depthwise channel subset, the block's backward op by op
-  "block-dw": (Block, jt.SparseUpdate(bias_last=3, weights={2: 0.5}, weights_last=2),
-               jt.sgd(0.1), "nearest"),
-  "mlp": (Mlp, jt.SparseUpdate.last_layers(1), jt.sgd(0.1), "stochastic"),
-}
-
-
 @pytest.fixture(scope="module")
 def seeds() -> dict[str, bytes]:
-  out = {}
-  qms = {}
-  for name, (module, update, optimizer, rounding) in SEEDS.items():
-    if module not in qms:
-      qms[module] = quantize_8x8x2(module())
-    tr = jt.tiny_train(qms[module], optimizer=optimizer, update=update, rounding=rounding,
-                       seed=5)(jt.softmax_cross_entropy)
-    out[name] = blob.encode(tr.lower())
-  return out
+  return seed_blobs()
 
 
 # --- mutations -----------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import lowering
 from lowering import cruntime
 from lowering.blob import HEADER_AT, crc
 
-from helpers import BlockNet, SmallNet, labelled_batch, quantize_8x8x2
+from helpers import BlockNet, SmallNet, labelled_batch, quantize_8x8x2, state_image
 
 STEPS = 5
 
@@ -32,17 +32,6 @@ def _program(qm, update, optimizer=None, rounding="stochastic", loss=jt.softmax_
   tr = jt.tiny_train(qm, optimizer=optimizer or jt.sgd(0.2), update=update, rounding=rounding,
                      seed=3)(loss)
   return tr.lower()
-
-
-def _state_equal(prog, rt) -> bool:
-  """The executor's state arrays against the C state buffer, byte for byte."""
-  raw = rt.state_bytes()
-  blob = lowering.blob.read(lowering.blob.encode(prog))
-  for t, v in prog.state_arrays().items():
-    at = blob.locations[t]
-    if raw[at:at + v.nbytes] != v.tobytes():
-      return False
-  return True
 
 
 CASES = [
@@ -70,7 +59,7 @@ def test_c_matches_executor(net, update, optimizer, rounding, small_qm, block_qm
     loss = rt.train_step(x8[i], int(y[i]))
     assert np.float32(loss).tobytes() == np.float32(loss_ref).tobytes(), (i, loss, loss_ref)
     assert rt2.train_step(x8[i], int(y[i])) == loss
-    assert _state_equal(prog, rt), f"step {i}: C state differs from the executor's"
+    assert rt.state_bytes() == state_image(prog, rt), f"step {i}: C state"
   assert rt.state_bytes() == rt2.state_bytes()
   assert rt.steps == STEPS
   for i in range(len(x8)):

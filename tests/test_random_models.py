@@ -22,7 +22,7 @@ import jaxtiny as jt
 
 from helpers import end_to_end
 
-SEEDS = range(24)  # ~3.3 s a seed on 2 cores (the file ~80 s), mostly XLA compiling the step
+SEEDS = range(12)  # ~6 s a seed on 2 cores (with the C runtime beside the executor); benchmarks/random_models.py runs 1000
 
 
 def _kernels(variables) -> int:

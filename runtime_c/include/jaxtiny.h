@@ -100,7 +100,8 @@ typedef struct jt_runtime {
 } jt_runtime;
 
 /* Bytes the arena / the state buffer must have, from a blob's header alone (0 when the
- * header is unreadable; jt_init checks the rest). */
+ * header is unreadable or asks for more than JT_MAX_BUFFER_BYTES; jt_init checks the rest).
+ * The arena also serves the verifier as scratch during jt_init (8 bytes per tensor). */
 uint32_t jt_arena_size(const void *blob, size_t blob_len);
 uint32_t jt_state_size(const void *blob, size_t blob_len);
 
