@@ -22,7 +22,8 @@ import jaxtiny as jt
 
 from helpers import end_to_end
 
-SEEDS = range(12)  # ~6 s a seed on 2 cores (with the C runtime beside the executor); benchmarks/random_models.py runs 1000
+# ~6 s a seed on 2 cores, the C runtime beside the executor; benchmarks/random_models.py: 1000
+SEEDS = range(12)
 
 
 def _kernels(variables) -> int:
