@@ -6,7 +6,7 @@ residual add, pools, dense, banded and channel-by-channel bottlenecks, the loss'
 ops, SGD / momentum / Adam updates); libFuzzer mutates them (the harness patches each
 mutant's size and CRC fields so that mutations reach the structural checks).
 
-Run:  python benchmarks/fuzz.py [--runs 10000000] [--jobs 2]
+Run:  python benchmarks/fuzz.py [--runs 10000000] [--jobs 2] [--seconds N]
       python benchmarks/fuzz.py --corpus-only DIR   (write the seed corpus, used by the tests)
 Needs clang (libFuzzer); `make -C runtime_c fuzz` builds the target.
 """
@@ -74,6 +74,8 @@ def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   ap.add_argument("--runs", type=int, default=10_000_000)
   ap.add_argument("--jobs", type=int, default=2)
+  ap.add_argument("--seconds", type=int, default=0, help="stop each job after this long "
+                  "(libFuzzer's -max_total_time; 0: no limit)")
   ap.add_argument("--corpus-only", type=Path, metavar="DIR")
   args = ap.parse_args()
   if args.corpus_only:
@@ -89,7 +91,7 @@ def main() -> None:
     t0 = time.time()
     procs = [subprocess.Popen([str(TARGET), str(seeds), f"-runs={runs}", "-rss_limit_mb=2048",
                                f"-artifact_prefix={tmp}/crash{j}-", f"-seed={j + 1}",
-                               "-print_final_stats=1"],
+                               "-print_final_stats=1", f"-max_total_time={args.seconds}"],
                               stderr=subprocess.PIPE, text=True) for j in range(args.jobs)]
     logs = [p.communicate()[1] for p in procs]
     seconds = time.time() - t0
@@ -103,7 +105,8 @@ def main() -> None:
          str(crashes)]
   save("fuzz", ["executions", "jobs", "seconds", "exec/s", "coverage (edges)", "crashes"],
        {"jt_init + infer + train_step (ASan+UBSan)": [row]},
-       {"runs": args.runs, "raw": {"logs_tail": [log[-2000:] for log in logs]}})
+       {"runs": args.runs, "seconds_limit": args.seconds,
+        "raw": {"logs_tail": [log[-2000:] for log in logs]}})
   if crashes:
     raise SystemExit(f"{crashes} fuzz job(s) crashed: see the logs above")
 

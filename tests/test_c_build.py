@@ -51,8 +51,11 @@ def test_host_tests_pass_under_address_and_undefined_sanitizers(tmp_path):
          "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1"}
   tests = sorted(str(p) for p in (ROOT / "tests").glob("test_c_*.py") if p.name != Path(
     __file__).name)
+  # Every kernel test, and of the whole programs one of each model with momentum and Adam
+  # (the other cases run the same kernels; the suite's time is kept short).
   r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                      *tests], capture_output=True, text=True, env=env, cwd=ROOT)
+                      "-k", "not c_matches_executor or adam or cosine-momentum", *tests],
+                     capture_output=True, text=True, env=env, cwd=ROOT)
   assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
 
 
@@ -63,7 +66,7 @@ def test_bounded_fuzz_session_finds_no_crash(tmp_path):
   corpus.mkdir()
   for name, data in seed_blobs().items():
     (corpus / f"{name}.jtb").write_bytes(data)
-  r = subprocess.run([str(RUNTIME / "build/fuzz_init"), str(corpus), "-max_total_time=20",
+  r = subprocess.run([str(RUNTIME / "build/fuzz_init"), str(corpus), "-max_total_time=15",
                       "-rss_limit_mb=2048", f"-artifact_prefix={tmp_path}/"],
                      capture_output=True, text=True)
   assert r.returncode == 0, r.stderr[-4000:]
