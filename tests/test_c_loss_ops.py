@@ -17,42 +17,19 @@ from lowering import executor as E
 from lowering.ir import NUMPY, Graph, Op
 from lowering.opset import BINARY, BY_NAME, REDUCE, UNARY
 
+from c_structs import I32, I32P, OpView, Runtime
+
 try:
   from lowering.cruntime import library
   LIB = library()
 except (ImportError, OSError) as err:  # no build of the runtime
   pytest.skip(f"the C runtime is not built: {err}", allow_module_level=True)
 
-VP = ctypes.c_void_p
-U32 = ctypes.c_uint32
-I32 = ctypes.c_int32
-I32P = ctypes.POINTER(I32)
 CODE = {"i8": 0, "i32": 1, "f32": 2, "bit": 3, "bool": 4, "u32": 5}
 OK, E_DTYPE, E_SHAPE, E_ATTR = 0, 13, 14, 15  # jt_status
 F32_SPECIALS = [0.0, -0.0, np.inf, -np.inf, np.nan, 1.0, -1.0, 0.5, -2.5, 1e-45, 3e38, -3e38,
                 2.0**31, -(2.0**31), 2.0**32, 4294967040.0, 127.9, -128.9, 200.0, -0.7]
 I32_SPECIALS = [0, 1, -1, 2, -2, 2**31 - 1, -(2**31), 7, -7, 255, -255, 65536]
-
-
-class Runtime(ctypes.Structure):
-  _fields_ = [("blob", VP), ("arena", VP), ("state", VP), ("blob_len", U32), ("arena_len", U32),
-              ("state_len", U32), ("tensors", VP), ("train_ops", VP), ("infer_ops", VP),
-              ("consts", VP), ("strings", VP), ("operands", VP), ("attrs", VP),
-              *((k, U32) for k in ("n_tensors", "n_train_ops", "n_infer_ops", "n_operands",
-                                   "n_attrs", "strings_len", "consts_len", "arena_bytes",
-                                   "state_bytes", "blob_crc")),
-              *((k, I32) for k in ("io_input", "io_label", "io_loss", "io_logits",
-                                   "step_tensor")),
-              *((k, U32) for k in ("optimizer", "schedule", "steps", "rounding", "seed")),
-              *((k, ctypes.c_float) for k in ("lr", "final_lr", "amplitude", "momentum", "b1",
-                                              "b2", "eps")),
-              ("in_input", VP), ("in_label", I32), ("out_loss", ctypes.c_float),
-              ("out_logits", VP), ("error_index", I32), ("error_where", U32), ("ready", U32)]
-
-
-class OpView(ctypes.Structure):
-  _fields_ = [("opcode", U32), ("inp", I32P), ("out", I32P), ("n_in", U32), ("n_out", U32),
-              ("attr", I32P), ("n_attr", U32), ("index", I32)]
 
 
 NAMES = ("cast", "unary", "binary", "select", "reduce", "broadcast", "iota", "take_last",

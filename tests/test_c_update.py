@@ -17,6 +17,8 @@ import pytest
 from lowering import executor as E
 from lowering import kernels as K
 
+from c_structs import I32, I32P, U32, OpView, Runtime
+
 try:
   from lowering.cruntime import library
   LIB = library()
@@ -25,8 +27,6 @@ except (ImportError, OSError) as err:  # no build of the runtime
 
 F32P = ctypes.POINTER(ctypes.c_float)
 I8P = ctypes.POINTER(ctypes.c_int8)
-I32P = ctypes.POINTER(ctypes.c_int32)
-U32 = ctypes.c_uint32
 
 
 class OptimParams(ctypes.Structure):
@@ -408,32 +408,9 @@ def test_weight_clamp_and_bias_saturation() -> None:
 # the verifier hands them, the adapters run on the state buffer, and the result is compared
 # with the executor's kernel on the same tensors.
 
-VP = ctypes.c_void_p
-I32 = ctypes.c_int32
 DTYPES = {np.dtype(np.int8): 0, np.dtype(np.int32): 1, np.dtype(np.float32): 2}
 STORAGE = {"const": 0, "state": 1, "arena": 3}
 KINDS = {"weight": 0, "bias": 1}
-
-
-class Runtime(ctypes.Structure):
-  _fields_ = [("blob", VP), ("arena", VP), ("state", VP), ("blob_len", U32), ("arena_len", U32),
-              ("state_len", U32), ("tensors", VP), ("train_ops", VP), ("infer_ops", VP),
-              ("consts", VP), ("strings", VP), ("operands", VP), ("attrs", VP),
-              *((k, U32) for k in ("n_tensors", "n_train_ops", "n_infer_ops", "n_operands",
-                                   "n_attrs", "strings_len", "consts_len", "arena_bytes",
-                                   "state_bytes", "blob_crc")),
-              *((k, I32) for k in ("io_input", "io_label", "io_loss", "io_logits",
-                                   "step_tensor")),
-              *((k, U32) for k in ("optimizer", "schedule", "steps", "rounding", "seed")),
-              *((k, ctypes.c_float) for k in ("lr", "final_lr", "amplitude", "momentum", "b1",
-                                              "b2", "eps")),
-              ("in_input", VP), ("in_label", I32), ("out_loss", ctypes.c_float),
-              ("out_logits", VP), ("error_index", I32), ("error_where", U32), ("ready", U32)]
-
-
-class OpView(ctypes.Structure):
-  _fields_ = [("opcode", U32), ("inp", I32P), ("out", I32P), ("n_in", U32), ("n_out", U32),
-              ("attr", I32P), ("n_attr", U32), ("index", I32)]
 
 
 OPS = {"conv2d_update_s8": 23, "dense_update_s8": 24, "bias_update_i32": 25}
