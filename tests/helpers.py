@@ -1,7 +1,7 @@
 """Shared by the training and lowering tests: a small Flax model, quantized on random
 8x8x2 inputs, and a labelled int8 batch for it."""
 
-from functools import cache
+from functools import cache, partial
 
 import flax.linen as nn
 import jax
@@ -131,9 +131,12 @@ def end_to_end(qm: jt.QModel, x8: np.ndarray, y: np.ndarray, update: jt.SparseUp
   return prog
 
 
-class FuzzBlock(nn.Module):
-  """Strided conv, an inverted bottleneck (1x1, depthwise, 1x1), concat, residual add, max
-  and average pool, dense."""
+class Tiny(nn.Module):
+  """Every attribute encoding: strided and depthwise conv, an inverted bottleneck (1x1,
+  depthwise, 1x1), concat, residual add, max and average pool, dense, and the loss's small
+  ops (the golden disassembly's model, and with pool_stride=1 a fuzz seed)."""
+
+  pool_stride: int = 2
 
   @nn.compact
   def __call__(self, x):
@@ -141,8 +144,12 @@ class FuzzBlock(nn.Module):
     y = nn.relu6(nn.Conv(8, (3, 3), feature_group_count=8)(nn.relu6(nn.Conv(8, (1, 1))(x))))
     x = jnp.concatenate([x, nn.Conv(4, (1, 1))(y)], axis=-1)
     x = nn.relu(nn.Conv(8, (1, 1))(x) + x)
-    x = nn.max_pool(x, (2, 2), (1, 1))
+    s = self.pool_stride
+    x = nn.max_pool(x, (2, 2), (s, s))
     return nn.Dense(3)(x.mean(axis=(1, 2)))
+
+
+FuzzBlock = partial(Tiny, pool_stride=1)
 
 
 class FuzzMlp(nn.Module):

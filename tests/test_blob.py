@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import flax.linen as nn
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -17,25 +15,10 @@ import lowering
 from lowering import blob
 from lowering.dump import disassemble
 
-from helpers import labelled_batch, quantize_8x8x2
+from helpers import Tiny, labelled_batch, quantize_8x8x2
 
 GOLDEN = Path(__file__).parent / "golden"
 ROOT = Path(__file__).parent.parent
-
-
-class Tiny(nn.Module):
-  """Every attribute encoding: strided and depthwise conv, an inverted bottleneck (1x1,
-  depthwise, 1x1), concat, residual add, max and average pool, dense, and the loss's small
-  ops."""
-
-  @nn.compact
-  def __call__(self, x):
-    x = nn.relu6(nn.Conv(4, (3, 3), strides=2)(x))
-    y = nn.relu6(nn.Conv(8, (3, 3), feature_group_count=8)(nn.relu6(nn.Conv(8, (1, 1))(x))))
-    x = jnp.concatenate([x, nn.Conv(4, (1, 1))(y)], axis=-1)
-    x = nn.relu(nn.Conv(8, (1, 1))(x) + x)
-    x = nn.max_pool(x, (2, 2), (2, 2))
-    return nn.Dense(3)(x.mean(axis=(1, 2)))
 
 
 CONFIGS = {
