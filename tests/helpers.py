@@ -1,14 +1,30 @@
 """Shared by the training and lowering tests: a small Flax model, quantized on random
 8x8x2 inputs, and a labelled int8 batch for it."""
 
+import os
+import shutil
 from functools import cache, partial
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import jaxtiny as jt
+
+# Under CI a missing tool is a failure, not a skip (.ci/run installs them).
+IN_CI = os.environ.get("JAXTINY_CI") == "1"
+
+
+def need_tool(tool: str) -> str:
+  """The path of a program the test needs; skip without it (fail under CI)."""
+  path = shutil.which(tool)
+  if path is None:
+    if IN_CI:
+      pytest.fail(f"{tool} is not installed (.ci/run should install it)")
+    pytest.skip(f"{tool} is not installed")
+  return path
 
 
 class SmallNet(nn.Module):

@@ -3,44 +3,29 @@ mutable globals; the host tests pass against the AddressSanitizer + UBSan build;
 libFuzzer session on jt_init finds no crash."""
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from helpers import seed_blobs
+from helpers import need_tool, seed_blobs
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME = ROOT / "runtime_c"
-# Under CI a missing tool is a failure, not a skip (.ci/run installs them).
-IN_CI = os.environ.get("JAXTINY_CI") == "1"
-
-
-def _need(tool: str) -> str:
-  path = shutil.which(tool)
-  if path is None:
-    if IN_CI:
-      pytest.fail(f"{tool} is not installed (.ci/run should install it)")
-    pytest.skip(f"{tool} is not installed")
-  return path
-
 
 def _make(*targets: str, **env: str) -> None:
-  _need("make")
+  need_tool("make")
   r = subprocess.run(["make", "-C", str(RUNTIME), "-s", *targets], capture_output=True,
                      text=True, env={**os.environ, **env})
   assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_library_has_no_allocator_stdio_exit_or_mutable_globals():
-  _need("nm")
+  need_tool("nm")
   _make("check-symbols")
 
 
 def test_host_tests_pass_under_address_and_undefined_sanitizers(tmp_path):
-  _need("gcc")
+  need_tool("gcc")
   _make("asan", CC="gcc")
   # ASan's runtime must come first; libstdc++ with it, or its __cxa_throw interceptor
   # finds nothing to wrap when jaxlib throws.
@@ -60,7 +45,7 @@ def test_host_tests_pass_under_address_and_undefined_sanitizers(tmp_path):
 
 
 def test_bounded_fuzz_session_finds_no_crash(tmp_path):
-  _need("clang")
+  need_tool("clang")
   _make("fuzz")
   corpus = tmp_path / "corpus"
   corpus.mkdir()
