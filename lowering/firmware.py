@@ -73,6 +73,7 @@ class Firmware:
   classes: int
   sizes: dict[str, int]     # arena, state, input, output, slot (bytes)
   sections: dict[str, int]  # allocated ELF sections (bytes)
+  ops: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # list -> (opcode, output)
 
   @property
   def flash_bytes(self) -> int:
@@ -108,6 +109,15 @@ class Firmware:
     return "\n".join(out)
 
 
+def _ops(blob: bytes) -> dict[str, list[tuple[str, str]]]:
+  from lowering.blob import read
+
+  prog = read(blob)
+  t = prog.graph.tensors
+  return {phase: [(op.name, t[op.outputs[0]].name if op.outputs else "") for op in ops]
+          for phase, ops in (("train", prog.train_ops), ("infer", prog.infer_ops))}
+
+
 def _sizes(blob: bytes) -> tuple[dict[str, int], tuple[int, ...], int]:
   from lowering.cruntime import CRuntime
 
@@ -141,9 +151,10 @@ def _fit_error(log: str, sizes: dict[str, int]) -> str | None:
 
 def build(blob: bytes | Path, cpu: str = "cortex-m7", out: Path | str = "build",
           kernels: str = "dsp", lib_dir: Path | str | None = None,
-          min_stack: int = MIN_STACK) -> Firmware:
+          min_stack: int = MIN_STACK, profile: bool = False) -> Firmware:
   """Build the training firmware for a blob; `lib_dir` shares the runtime's objects
-  between builds of one cpu and kernel choice."""
+  between builds of one cpu, kernel choice and profile flag. `profile`: count the
+  instructions of each opcode (Run.profile)."""
   if cpu not in BOARDS:
     raise InputError(f"cpu must be one of {sorted(BOARDS)}, got {cpu!r}")
   if kernels not in KERNELS:
@@ -157,6 +168,7 @@ def build(blob: bytes | Path, cpu: str = "cortex-m7", out: Path | str = "build",
     tool(name)
   cmd = [tool("make"), "-C", str(PORT), "-s", f"CPU={cpu}", f"KERNELS={kernels}",
          f"BUILD={out}", f"BLOB={out / 'step.jtb'}", f"MIN_STACK={min_stack}",
+         f"PROFILE={int(profile)}",
          f"ARENA_BYTES={sizes['arena']}", f"STATE_BYTES={sizes['state']}",
          f"INPUT_BYTES={sizes['input']}", f"OUTPUT_BYTES={sizes['output']}"]
   if lib_dir is not None:
@@ -167,7 +179,7 @@ def build(blob: bytes | Path, cpu: str = "cortex-m7", out: Path | str = "build",
     raise (DoesNotFitError(msg) if (msg := _fit_error(log, sizes)) else
            FirmwareError(f"the firmware build failed:\n{log[-4000:]}"))
   elf = out / "fw.elf"
-  return Firmware(elf, cpu, kernels, input_shape, classes, sizes, _sections(elf))
+  return Firmware(elf, cpu, kernels, input_shape, classes, sizes, _sections(elf), _ops(data))
 
 
 # --- runs ----------------------------------------------------------------------------------
@@ -181,7 +193,17 @@ class Run:
   steps: list[dict[str, Any]] = field(default_factory=list)
   tests: list[dict[str, Any]] = field(default_factory=list)
   stack_bytes: int = 0
+  profile: dict[str, dict[int, int]] = field(default_factory=dict)  # list -> op -> instructions
   output: str = ""
+
+  def profile_by_opcode(self, fw: Firmware, phase: str) -> dict[str, dict[str, int]]:
+    """Instructions per opcode (summed over this run's calls) of "train" or "infer"."""
+    out: dict[str, dict[str, int]] = {}
+    for k, n in self.profile.get(phase, {}).items():
+      row = out.setdefault(fw.ops[phase][k][0], {"ops": 0, "instructions": 0})
+      row["ops"] += 1
+      row["instructions"] += n
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]["instructions"]))
 
   def summary(self, fw: Firmware) -> dict[str, Any]:
     """The fixed JSON of `--json`."""
@@ -238,6 +260,8 @@ def _parse(text: str) -> Run:
                         "logits": [int(v) for v in kv["logits"].split(",")]})
     elif key == "stack":
       run.stack_bytes = int(kv["bytes"])
+    elif key == "profile":
+      run.profile.setdefault(rest.split()[0], {})[int(kv["op"])] = int(kv["instructions"])
   run.output = text
   return run
 
@@ -323,13 +347,15 @@ def main(argv: list[str] | None = None) -> int:
                   help="keep the state slots of the last run (a reset, not a fresh board)")
   ap.add_argument("--save-every", type=int, default=0, metavar="K",
                   help="save the state every K steps (always at the end)")
+  ap.add_argument("--profile", action="store_true",
+                  help="count the instructions of each opcode (training and inference)")
   ap.add_argument("--json", type=Path, metavar="OUT.json", help="write what was measured")
   ap.add_argument("--timeout", type=float, default=3600.0, help="seconds QEMU may run")
   args = ap.parse_args(argv)
   try:
     if not args.blob.is_file():
       raise InputError(f"no blob at {args.blob}: write one with lowering.save(program, path)")
-    fw = build(args.blob, args.cpu, args.out, args.kernels)
+    fw = build(args.blob, args.cpu, args.out, args.kernels, profile=args.profile)
     print(fw.memory_map())
     if args.run is None:
       if args.json:
@@ -347,6 +373,17 @@ def main(argv: list[str] | None = None) -> int:
             f"{np.mean(per_step) / 1e6:.2f} M instructions per step")
     print(f"inference: {r.inference['instructions'] / 1e6:.2f} M instructions; RAM "
           f"{summary['ram_bytes']:,} B (stack {r.stack_bytes:,} B); flash {fw.flash_bytes:,} B")
+    for phase in r.profile:
+      by_op = r.profile_by_opcode(fw, phase)
+      total = sum(v["instructions"] for v in by_op.values())
+      print(f"instructions per opcode, {phase} (all of this run's calls):")
+      for name, v in by_op.items():
+        print(f"  {name:<24} {v['ops']:>4} ops {v['instructions'] / 1e6:>9.2f} M "
+              f"{v['instructions'] / max(total, 1):>6.1%}")
+      top = sorted(r.profile[phase].items(), key=lambda kv: -kv[1])[:10]
+      print("  the costliest ops: " + "; ".join(
+        f"#{k} {fw.ops[phase][k][0]} -> {fw.ops[phase][k][1]} {n / 1e6:.2f} M" for k, n in top))
+      summary.setdefault("profile", {})[phase] = by_op
     if r.tests:
       hits = sum(int(np.argmax(t["logits"])) == t["label"] for t in r.tests)
       print(f"held-out accuracy: {hits}/{len(r.tests)} = {hits / len(r.tests):.1%}")

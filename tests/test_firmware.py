@@ -9,6 +9,7 @@ import struct
 
 import numpy as np
 import pytest
+from random_models import random_data, random_model, random_update, random_variables
 
 import jaxtiny as jt
 import lowering
@@ -148,3 +149,23 @@ def test_command_line_writes_the_json(tmp_path, capsys):
   assert "the blob (weights, op lists, plan)" in printed and "M instructions per step" in printed
   assert firmware.main([str(tmp_path / "missing.jtb")]) == 2
   assert "no blob at" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("seed", (1, 3, 7, 18))
+def test_random_models_on_the_dsp_build(seed, lib_dirs, tmp_path):
+  """Shapes nobody chose (tests/random_models.py: grouped, depthwise, strided, padded,
+  1-d, odd channel counts) on the M4 DSP kernels: bit for bit the host build."""
+  module, shape, classes = random_model(seed)
+  x, y = random_data(shape, classes, seed)
+  qm = jt.quantize(module, random_variables(module, shape, seed), x)
+  step = jt.tiny_train(qm, optimizer=jt.sgd(0.05), update=random_update(qm, seed))
+  blob = lowering.blob.encode(step(jt.softmax_cross_entropy).lower())
+  x8 = qm.quantize_input(x)
+  cpu, kernels = BUILDS[0]
+  fw = firmware.build(blob, cpu, tmp_path / "fw", kernels, lib_dir=lib_dirs[cpu, kernels])
+  first, bits, image, test_logits = host_run(blob, x8[:4], y[:4], x8[4:8])
+  r = firmware.run(fw, x8[:4], y[:4], tmp_path / "run", test=(x8[4:8], y[4:8]), timeout=60)
+  assert r.inference["logits"] == first.tolist()
+  assert [s["loss_bits"] for s in r.steps] == bits
+  assert [t["logits"] for t in r.tests] == [t.tolist() for t in test_logits]
+  assert firmware.saved_image(fw, tmp_path / "run") == image

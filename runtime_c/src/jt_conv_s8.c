@@ -3,13 +3,120 @@
 
 #include "jt_eltwise_s8.h"
 #include "jt_internal.h"
+#include "jt_simd.h"
 
 /* --- kernels ------------------------------------------------------------------------------ */
 
 static int32_t dot_s8(const int8_t *x, int32_t x_zero, const int8_t *w, uint32_t len) {
   int32_t acc = 0;
-  for (uint32_t c = 0; c < len; c++) acc += ((int32_t)x[c] - x_zero) * (int32_t)w[c];
+  uint32_t c = 0;
+#if JT_DSP
+  /* four lanes a load: (x - x_zero) and w widened to 16-bit pairs, two products per SMLAD */
+  const int32_t off = jt_neg_pair(x_zero);
+  for (; c + 4 <= len; c += 4) {
+    const int32_t xv = jt_ld_s8x4(x + c), wv = jt_ld_s8x4(w + c);
+    acc = __smlad(__sxtab16(off, xv), __sxtb16(wv), acc);
+    acc = __smlad(__sxtab16(off, jt_ror8(xv)), __sxtb16(jt_ror8(wv)), acc);
+  }
+#endif
+  for (; c < len; c++) acc += ((int32_t)x[c] - x_zero) * (int32_t)w[c];
   return acc;
+}
+
+static int8_t requant(int32_t acc, int32_t bias, float m, const jt_conv_s8_params *p) {
+  return jt_requantize_s8(jt_sat_add_i32(acc, bias), m, p->y_zero, p->lo, p->hi);
+}
+
+/* A 1x1 conv row without padding, groups 1 and a plain weight: output pixel ox reads the
+ * pixel at x + ox * step. The DSP build computes two pixels by two channels at a time, so
+ * that each load of x or w feeds two SMLADs. */
+static void pointwise_row(const int8_t *x, uint32_t step, uint32_t wo, const int8_t *w,
+                          uint32_t ci, uint32_t o_count, const int32_t *bias, const float *m,
+                          const jt_conv_s8_params *p, int8_t *y) {
+  const int32_t z = p->x_zero;
+  uint32_t ox = 0;
+#if JT_DSP
+  const int32_t off = jt_neg_pair(z);
+  const uint32_t c4 = ci & ~3u;
+  for (; ox + 2 <= wo; ox += 2) {
+    const int8_t *xa = x + ox * step, *xb = xa + step;
+    int8_t *ya = y + ox * o_count, *yb = ya + o_count;
+    uint32_t o = 0;
+    for (; o + 2 <= o_count; o += 2) {
+      const int8_t *wa = w + o * ci, *wb = wa + ci;
+      int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      for (uint32_t c = 0; c < c4; c += 4) {
+        const int32_t va = jt_ld_s8x4(xa + c), vb = jt_ld_s8x4(xb + c);
+        const int32_t a02 = __sxtab16(off, va), a13 = __sxtab16(off, jt_ror8(va));
+        const int32_t b02 = __sxtab16(off, vb), b13 = __sxtab16(off, jt_ror8(vb));
+        const int32_t ua = jt_ld_s8x4(wa + c), ub = jt_ld_s8x4(wb + c);
+        const int32_t p02 = __sxtb16(ua), p13 = __sxtb16(jt_ror8(ua));
+        const int32_t q02 = __sxtb16(ub), q13 = __sxtb16(jt_ror8(ub));
+        s0 = __smlad(a13, p13, __smlad(a02, p02, s0));
+        s1 = __smlad(a13, q13, __smlad(a02, q02, s1));
+        s2 = __smlad(b13, p13, __smlad(b02, p02, s2));
+        s3 = __smlad(b13, q13, __smlad(b02, q02, s3));
+      }
+      for (uint32_t c = c4; c < ci; c++) {
+        const int32_t u = (int32_t)xa[c] - z, v = (int32_t)xb[c] - z;
+        s0 += u * wa[c];
+        s1 += u * wb[c];
+        s2 += v * wa[c];
+        s3 += v * wb[c];
+      }
+      ya[o] = requant(s0, bias[o], m[o], p);
+      ya[o + 1] = requant(s1, bias[o + 1], m[o + 1], p);
+      yb[o] = requant(s2, bias[o], m[o], p);
+      yb[o + 1] = requant(s3, bias[o + 1], m[o + 1], p);
+    }
+    for (; o < o_count; o++) {
+      ya[o] = requant(dot_s8(xa, z, w + o * ci, ci), bias[o], m[o], p);
+      yb[o] = requant(dot_s8(xb, z, w + o * ci, ci), bias[o], m[o], p);
+    }
+  }
+#endif
+  for (; ox < wo; ox++) {
+    const int8_t *xp = x + ox * step;
+    for (uint32_t o = 0; o < o_count; o++)
+      y[ox * o_count + o] = requant(dot_s8(xp, z, w + o * ci, ci), bias[o], m[o], p);
+  }
+}
+
+/* S of depthwise channels [o, o + 4) (one filter per channel, weights (O, kh, kw, 1)) at
+ * taps [i0,i1) x [j0,j1) of the window at (ys, xs): the channels lie side by side in x,
+ * so the DSP build loads the four with one word and multiplies 16-bit lanes. */
+static void depthwise_4(const int8_t *x, const jt_dims4 *xd, int64_t ys, int64_t xs, uint32_t i0,
+                        uint32_t i1, uint32_t j0, uint32_t j1, const int8_t *w, uint32_t kh,
+                        uint32_t kw, uint32_t o, int32_t z, int32_t s[4]) {
+  const uint32_t c = xd->c, k = kh * kw;
+  int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+#if JT_DSP
+  const int32_t off = jt_neg_pair(z);
+#endif
+  for (uint32_t i = i0; i < i1; i++) {
+    const uint32_t iy = (uint32_t)(ys + (int64_t)i), ix = (uint32_t)(xs + (int64_t)j0);
+    const int8_t *xr = x + (iy * xd->w + ix) * c + o;
+    const int8_t *wr = w + (o * kh + i) * kw + j0;
+    for (uint32_t j = j0; j < j1; j++, xr += c, wr++) {
+#if JT_DSP
+      const int32_t v = jt_ld_s8x4(xr);
+      const int32_t x02 = __sxtab16(off, v), x13 = __sxtab16(off, jt_ror8(v));
+      a0 = __smlabb(x02, wr[0], a0);
+      a1 = __smlabb(x13, wr[k], a1);
+      a2 = __smlatb(x02, wr[2 * k], a2);
+      a3 = __smlatb(x13, wr[3 * k], a3);
+#else
+      a0 += ((int32_t)xr[0] - z) * wr[0];
+      a1 += ((int32_t)xr[1] - z) * wr[k];
+      a2 += ((int32_t)xr[2] - z) * wr[2 * k];
+      a3 += ((int32_t)xr[3] - z) * wr[3 * k];
+#endif
+    }
+  }
+  s[0] = a0;
+  s[1] = a1;
+  s[2] = a2;
+  s[3] = a3;
 }
 
 /* The dot product with a row merged along its own axis: element c comes from ws[p] when
@@ -70,16 +177,38 @@ jt_status jt_conv2d_s8_row(const int8_t *x, const jt_dims4 *x_dims, const jt_wei
   const int64_t ys = (int64_t)oy * p->stride_h - p->pad_top;
   uint32_t i0, i1;
   jt_tap_range(ys, kh, x_dims->h, &i0, &i1);
+  const int plain = w->w_sel == NULL;
+  if (plain && kh == 1 && kw == 1 && p->groups == 1 && p->pad_top == 0 && p->pad_left == 0 &&
+      p->pad_bottom == 0 && p->pad_right == 0) {
+    pointwise_row(x + (uint32_t)ys * x_dims->w * x_dims->c, (uint32_t)p->stride_w * x_dims->c,
+                  wo, w->w, ci, o_count, bias, m, p, y_row);
+    return JT_OK;
+  }
+  const int depthwise = plain && ci == 1 && og == 1;  /* one filter per input channel */
   for (uint32_t ox = 0; ox < wo; ox++) {
     const int64_t xs = (int64_t)ox * p->stride_w - p->pad_left;
     uint32_t j0, j1;
     jt_tap_range(xs, kw, x_dims->w, &j0, &j1);
     int8_t *yo = y_row + ox * o_count;
-    for (uint32_t o = 0; o < o_count; o++) {
+    uint32_t o = 0;
+    for (; depthwise && o + 4 <= o_count; o += 4) {
+      int32_t acc[4];
+      depthwise_4(x, x_dims, ys, xs, i0, i1, j0, j1, w->w, kh, kw, o, p->x_zero, acc);
+      for (uint32_t q = 0; q < 4; q++) yo[o + q] = requant(acc[q], bias[o + q], m[o + q], p);
+    }
+    for (; o < o_count; o++) {
       const uint32_t cin0 = (o / og) * ci;  /* first input channel of o's group */
       int32_t acc = 0;
       if (w->w_sel != NULL) {
         acc = merged_taps(x, x_dims, ys, xs, i0, i1, j0, j1, cin0, w, w_dims, o, p->x_zero);
+      } else if (p->groups == 1 && j1 > j0) {
+        /* all channels of a pixel: taps j0..j1 of a row are one run in x and in w */
+        const uint32_t run = (j1 - j0) * ci, ix = (uint32_t)(xs + (int64_t)j0);
+        for (uint32_t i = i0; i < i1; i++) {
+          const uint32_t iy = (uint32_t)(ys + (int64_t)i);
+          acc += dot_s8(x + (iy * x_dims->w + ix) * ci, p->x_zero,
+                        w->w + ((o * kh + i) * kw + j0) * ci, run);
+        }
       } else {
         for (uint32_t i = i0; i < i1; i++) {
           const uint32_t iy = (uint32_t)(ys + (int64_t)i);
@@ -91,7 +220,7 @@ jt_status jt_conv2d_s8_row(const int8_t *x, const jt_dims4 *x_dims, const jt_wei
           }
         }
       }
-      yo[o] = jt_requantize_s8(jt_sat_add_i32(acc, bias[o]), m[o], p->y_zero, p->lo, p->hi);
+      yo[o] = requant(acc, bias[o], m[o], p);
     }
   }
   return JT_OK;

@@ -23,10 +23,14 @@
  * finite m) would land on lo instead of reaching the conversion. */
 static inline int8_t jt_requantize_s8(int32_t acc, float m, int32_t y_zero, int32_t lo,
                                       int32_t hi) {
-  float t = jt_rintf((float)acc * m);
-  const float flo = (float)(lo - y_zero), fhi = (float)(hi - y_zero);
+  /* Clamping to the integers lo - y_zero, hi - y_zero before rounding gives the same value
+   * (rounding is monotonic and keeps integers), and leaves |t| <= 255, where adding and
+   * subtracting 1.5 * 2^23 rounds half to even (the float32 ulp there is 1). */
+  const float flo = (float)(lo - y_zero), fhi = (float)(hi - y_zero), big = 12582912.0f;
+  float t = (float)acc * m;
   t = t > flo ? t : flo;
   t = t < fhi ? t : fhi;
+  t = (t + big) - big;
   return (int8_t)((int32_t)t + y_zero);
 }
 

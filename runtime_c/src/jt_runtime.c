@@ -580,11 +580,23 @@ uint32_t jt_step_count(const jt_runtime *rt) {
   return (uint32_t)step;
 }
 
+/* A port may observe every op (a profiler: ports/cortex-m, PROFILE=1) by defining
+ * JT_OP_HOOK as a function void f(uint32_t index, int end), called before and after the op
+ * of that index in its list. */
+#ifdef JT_OP_HOOK
+void JT_OP_HOOK(uint32_t index, int end);
+#define OP_HOOK(index, end) JT_OP_HOOK(index, end)
+#else
+#define OP_HOOK(index, end) ((void)0)
+#endif
+
 static jt_status run(jt_runtime *rt, const uint8_t *list, uint32_t n_ops, int check_loss) {
   for (uint32_t i = 0; i < n_ops; i++) {
     jt_op op;
     op_view(rt, list, i, &op);
+    OP_HOOK(i, 0);
     jt_status s = jt_op_table[op.opcode](rt, &op);
+    OP_HOOK(i, 1);
     if (s != JT_OK) return s;
     for (uint32_t k = 0; check_loss && k < op.n_out; k++) {
       if (jt_base(rt, op.out[k]) != rt->io_loss) continue;

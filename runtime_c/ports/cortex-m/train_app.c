@@ -10,7 +10,9 @@
  *   flash.bin  the two state slots; created erased (0xFF) when absent
  * Run: resume from the newest valid slot if there is one, infer sample 0, train STEPS steps
  * (global step s takes sample s mod count), saving every SAVE_EVERY steps and at the end,
- * then infer every test sample. One line per event on the console (firmware.py parses it). */
+ * then infer every test sample. One line per event on the console (firmware.py parses it).
+ * Built with PROFILE=1 it also prints the instructions spent in each op, for the
+ * inference of sample 0 and for all training steps. */
 #include <stdint.h>
 
 #include "board.h"
@@ -28,6 +30,36 @@ static uint32_t state[(JT_STATE_BYTES + 3u) / 4u];
 static int8_t input[JT_INPUT_BYTES] __attribute__((aligned(4)));
 static int8_t logits[JT_OUTPUT_BYTES];
 static jt_runtime rt;
+
+#if JT_PROFILE
+#define PROFILE_OPS 1024u /* ops of a list profiled one by one; later ones are not counted */
+static uint64_t op_instructions[PROFILE_OPS], op_started;
+
+void jt_port_op_hook(uint32_t index, int end);
+void jt_port_op_hook(uint32_t index, int end) {
+  const uint64_t now = jt_port_instructions();
+  if (!end) op_started = now;
+  else if (index < PROFILE_OPS) op_instructions[index] += now - op_started;
+}
+
+/* One line per op that ran (instructions summed over the calls since the last print). */
+static void profile_print(const char *phase) {
+  for (uint32_t k = 0; k < PROFILE_OPS; k++) {
+    if (op_instructions[k] == 0) continue;
+    sh_line l = {.len = 0};
+    sh_line_str(&l, "profile ");
+    sh_line_str(&l, phase);
+    sh_line_str(&l, " op=");
+    sh_line_u32(&l, k);
+    sh_line_str(&l, " instructions=");
+    sh_line_u64(&l, op_instructions[k]);
+    sh_line_end(&l);
+    op_instructions[k] = 0;
+  }
+}
+#else
+static void profile_print(const char *phase) { (void)phase; }
+#endif
 
 typedef struct {
   int32_t handle;
@@ -174,6 +206,7 @@ int main(void) {
   sh_line_str(&l, "infer0 instructions=");
   sh_line_u64(&l, jt_port_instructions() - t0);
   print_logits(&l);
+  profile_print("infer");
 
   for (uint32_t k = 0; k < steps; k++) {
     const uint32_t step = jt_step_count(&rt);
@@ -205,6 +238,8 @@ int main(void) {
       sh_line_end(&l);
     }
   }
+
+  profile_print("train");
 
   samples test;
   if (open_samples("test.bin", &test)) {
