@@ -48,3 +48,33 @@ def test_paper_scheme_fits_and_runs(models_dir, model):
   assert rt.state_bytes() == prog.runtime().state_bytes()  # the executor's state, through C
   assert rt.guards_intact()
   np.testing.assert_array_equal(rt.infer(x8[0]), prog.infer(x8[0]))
+
+
+@pytest.mark.e2e
+def test_mcunet_steps_on_the_m7_firmware(models_dir, tmp_path):
+  """MCUNet-5FPS with the 49kb scheme on the emulated Cortex-M7 (DSP kernels): inference
+  bit-exact with the simulation, two steps and the saved state bit for bit the host build,
+  and everything the board needs (input buffer, arena, state, stack, runtime) within 160 KB."""
+  from lowering import firmware
+  from lowering.blob import encode
+  from lowering.cruntime import CRuntime
+
+  from helpers import need_tool
+
+  for tool in ("arm-none-eabi-gcc", "qemu-system-arm"):
+    need_tool(tool)
+  scheme = CASES["mcunet-5fps.pkl"][0]
+  qm = jt.load_tinytraining(models_dir / "mcunet-5fps.pkl").with_classifier(2)
+  tr = jt.tiny_train(qm, optimizer=jt.sgd(0.01), update=scheme,
+                     rounding="stochastic")(jt.softmax_cross_entropy)
+  blob = encode(tr.lower())
+  x8 = np.random.default_rng(0).integers(-128, 128, (2, *qm.input_shape), dtype=np.int8)
+  y = np.array([1, 0])
+  fw = firmware.build(blob, "cortex-m7", tmp_path / "fw", "dsp")
+  r = firmware.run(fw, x8, y, tmp_path / "run", timeout=300)
+  assert r.inference["logits"] == np.asarray(qm.apply(x8[:1]))[0].tolist()
+  rt = CRuntime(blob)
+  want = [np.float32(rt.train_step(x, int(t))).tobytes() for x, t in zip(x8, y)]
+  assert [np.uint32(s["loss_bits"]).tobytes() for s in r.steps] == want
+  assert firmware.saved_image(fw, tmp_path / "run") == rt.save_state()
+  assert r.summary(fw)["ram_bytes"] <= 160 * KB
