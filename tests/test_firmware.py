@@ -7,6 +7,8 @@ fails at link time with the numbers; the command line writes the fixed JSON."""
 import json
 import struct
 
+import flax.linen as nn
+import jax
 import numpy as np
 import pytest
 from random_models import random_data, random_model, random_update, random_variables
@@ -169,3 +171,40 @@ def test_random_models_on_the_dsp_build(seed, lib_dirs, tmp_path):
   assert [s["loss_bits"] for s in r.steps] == bits
   assert [t["logits"] for t in r.tests] == [t.tolist() for t in test_logits]
   assert firmware.saved_image(fw, tmp_path / "run") == image
+
+
+class FastPaths(nn.Module):
+  """The DSP kernels' fast paths and their limits: 1x1 convs with channel counts that are
+  not multiples of 4 and an odd width, one wider than the 2x2 kernel's buffer (640), a
+  depthwise conv of 5 channels and one of 81 taps (over the 64 of the fast path)."""
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.relu(nn.Conv(7, (1, 1))(x))
+    x = nn.relu6(nn.Conv(7, (3, 3), feature_group_count=7, padding="SAME")(x))
+    x = nn.relu(nn.Conv(650, (1, 1))(x))
+    x = nn.relu(nn.Conv(5, (1, 1))(x))
+    x = nn.Conv(5, (9, 9), feature_group_count=5, padding="SAME")(x)
+    return nn.Dense(3)(x.mean(axis=(1, 2)))
+
+
+def test_fast_paths_and_their_limits(lib_dirs, tmp_path):
+  module = FastPaths()
+  x = np.random.default_rng(0).normal(size=(16, 9, 7, 5)).astype(np.float32)
+  v = module.init(jax.random.key(0), x[:1])
+  qm = jt.quantize(module, v, x)
+  # trained input channels of the 1x1 convs (merged along axis 3) and a whole depthwise
+  update = jt.SparseUpdate(bias_last=5, weights={0: 0.5, 2: 0.25, 3: 0.5, 4: 1})
+  blob = lowering.blob.encode(jt.tiny_train(qm, optimizer=jt.sgd(0.05), update=update)(
+    jt.softmax_cross_entropy).lower())
+  x8 = qm.quantize_input(x)
+  y = np.arange(16) % 3
+  first, bits, image, test_logits = host_run(blob, x8[:4], y[:4], x8[4:8])
+  assert first.tolist() == np.asarray(qm.apply(x8[:1]))[0].tolist()
+  for cpu in ("cortex-m4", "cortex-m7"):
+    fw = firmware.build(blob, cpu, tmp_path / cpu, "dsp", lib_dir=lib_dirs[cpu, "dsp"])
+    r = firmware.run(fw, x8[:4], y[:4], tmp_path / f"run-{cpu}", test=(x8[4:8], y[4:8]))
+    assert r.inference["logits"] == first.tolist()
+    assert [s["loss_bits"] for s in r.steps] == bits
+    assert [t["logits"] for t in r.tests] == [t.tolist() for t in test_logits]
+    assert firmware.saved_image(fw, tmp_path / f"run-{cpu}") == image

@@ -16,6 +16,35 @@ static float running_sum(const float *t, uint32_t n) {
   return s;
 }
 
+/* The float32 loops below keep the reference's order of every sum; CHUNK floats of a
+ * weight row or column are converted once and reused across the positions. */
+#define CHUNK 32u
+
+/* s + a[0] * b[0] + a[1] * b[1] + ..., left to right (unrolled by four). */
+static float dot_from(float s, const float *a, const float *b, uint32_t n) {
+  uint32_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    s += a[i] * b[i];
+    s += a[i + 1] * b[i + 1];
+    s += a[i + 2] * b[i + 2];
+    s += a[i + 3] * b[i + 3];
+  }
+  for (; i < n; i++) s += a[i] * b[i];
+  return s;
+}
+
+/* y[i] += g * w[i] (unrolled by four). */
+static void axpy(float *y, float g, const float *w, uint32_t n) {
+  uint32_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    y[i] += g * w[i];
+    y[i + 1] += g * w[i + 1];
+    y[i + 2] += g * w[i + 2];
+    y[i + 3] += g * w[i + 3];
+  }
+  for (; i < n; i++) y[i] += g * w[i];
+}
+
 uint32_t jt_bottleneck_bw_f32_get_buffer_size(const jt_bottleneck_bw_f32_params *p) {
   return (p->ho * p->wo + p->he * p->we) * (uint32_t)sizeof(float);
 }
@@ -37,11 +66,15 @@ jt_status jt_bottleneck_bw_f32(const jt_bottleneck_bw_f32_params *p) {
     const float me = p->m_e[p->m_e_per_channel ? c : 0u];
     /* the project's input gradient of channel c (a 1x1 conv2d_bw_input: +0.0f, then
      * output channels ascending), through the depthwise requantization */
-    for (q = 0; q < nd; q++) {
-      float s = 0.0f;
-      for (o = 0; o < p->o; o++) s += p->g[q * p->o + o] * (float)p->w3[o * C + c];
-      gd[q] = jt_mask_bit(p->mask_d, q * C + c) ? s * md : 0.0f;
+    for (q = 0; q < nd; q++) gd[q] = 0.0f;
+    for (uint32_t o0 = 0; o0 < p->o; o0 += CHUNK) {
+      /* column c of w3 as floats, a chunk at a time; each gd[q] carries its sum along */
+      const uint32_t n = p->o - o0 < CHUNK ? p->o - o0 : CHUNK;
+      float col[CHUNK];
+      for (o = 0; o < n; o++) col[o] = (float)p->w3[(o0 + o) * C + c];
+      for (q = 0; q < nd; q++) gd[q] = dot_from(gd[q], p->g + q * p->o + o0, col, n);
     }
+    for (q = 0; q < nd; q++) gd[q] = jt_mask_bit(p->mask_d, q * C + c) ? gd[q] * md : 0.0f;
     p->gb_d[c] = running_sum(gd, nd);
     /* the depthwise input gradient of channel c */
     jt_depthwise_bw_plane_f32(gd, &w2, c, ge, 1, &dw);
@@ -50,22 +83,33 @@ jt_status jt_bottleneck_bw_f32(const jt_bottleneck_bw_f32_params *p) {
     /* the block input's gradient sums the channels ascending; it reads row c of w1
      * before that row's update below */
     if (p->gx != NULL) {
-      for (kk = 0; kk < p->k; kk++) {
-        const float wv = (float)jt_weight_s8_at(&p->w1, c * p->k + kk);
-        for (e = 0; e < ne; e++) p->gx[e * p->k + kk] += ge[e] * wv;
+      for (uint32_t k0 = 0; k0 < p->k; k0 += CHUNK) {
+        /* row c of w1 as floats, a chunk at a time; every gx element still sums the
+         * channels in ascending order */
+        const uint32_t n = p->k - k0 < CHUNK ? p->k - k0 : CHUNK;
+        float wrow[CHUNK];
+        for (kk = 0; kk < n; kk++) wrow[kk] = (float)jt_weight_s8_at(&p->w1, c * p->k + k0 + kk);
+        for (e = 0; e < ne; e++) axpy(p->gx + e * p->k + k0, ge[e], wrow, n);
       }
     }
     /* the expand weight's row c: conv2d_bw_weight of a 1x1 conv, one running sum over
      * the positions per element, from the first term */
     if (p->x != NULL && p->on_grad != NULL) {
       const float z = (float)p->x_zero;
-      for (kk = 0; kk < p->kx; kk++) {
-        float s = 0.0f;
+      for (uint32_t k0 = 0; k0 < p->kx; k0 += CHUNK) {
+        /* a chunk of the row's sums at once, so that x is read along its rows */
+        const uint32_t n = p->kx - k0 < CHUNK ? p->kx - k0 : CHUNK;
+        float sum[CHUNK];
+        for (kk = 0; kk < n; kk++) sum[kk] = 0.0f;
         for (e = 0; e < ne; e++) {
-          const float t = ge[e] * ((float)p->x[e * p->kx + kk] - z);
-          s = e == 0u ? t : s + t;
+          const int8_t *xr = p->x + e * p->kx + k0;
+          const float g = ge[e];
+          if (e == 0u)
+            for (kk = 0; kk < n; kk++) sum[kk] = g * ((float)xr[kk] - z);
+          else
+            for (kk = 0; kk < n; kk++) sum[kk] += g * ((float)xr[kk] - z);
         }
-        p->on_grad(p->on_grad_ctx, c * p->kx + kk, s);
+        for (kk = 0; kk < n; kk++) p->on_grad(p->on_grad_ctx, c * p->kx + k0 + kk, sum[kk]);
       }
     }
   }

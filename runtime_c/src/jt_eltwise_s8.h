@@ -16,30 +16,60 @@
 
 #include "jaxtiny.h"
 #include "jt_math.h"
+#include "jt_simd.h"
 
-/* y = clamp(rne(f32(acc) * m), lo - y_zero, hi - y_zero) + y_zero, kernels.requantize.
- * (float)acc rounds to nearest even like numpy's astype(float32); one float32 multiply;
- * the clamp runs in float before the cast, and is written so that a NaN (impossible for a
- * finite m) would land on lo instead of reaching the conversion. */
-static inline int8_t jt_requantize_s8(int32_t acc, float m, int32_t y_zero, int32_t lo,
-                                      int32_t hi) {
-  /* Clamping to the integers lo - y_zero, hi - y_zero before rounding gives the same value
-   * (rounding is monotonic and keeps integers), and leaves |t| <= 255, where adding and
-   * subtracting 1.5 * 2^23 rounds half to even (the float32 ulp there is 1). */
-  const float flo = (float)(lo - y_zero), fhi = (float)(hi - y_zero), big = 12582912.0f;
-  float t = (float)acc * m;
-  t = t > flo ? t : flo;
-  t = t < fhi ? t : fhi;
-  t = (t + big) - big;
-  return (int8_t)((int32_t)t + y_zero);
+/* The clamp bounds of a requantization, lo - y_zero and hi - y_zero, as floats and ints:
+ * made once per kernel call, so that each output element pays only for its own arithmetic. */
+typedef struct {
+  float lo, hi;
+  int32_t ilo, ihi, y_zero;
+} jt_rq;
+
+static inline jt_rq jt_rq_make(int32_t y_zero, int32_t lo, int32_t hi) {
+  const jt_rq q = {(float)(lo - y_zero), (float)(hi - y_zero), lo - y_zero, hi - y_zero, y_zero};
+  return q;
 }
 
-/* sat32(a + b), kernels.sat_add_int32. */
-static inline int32_t jt_sat_add_i32(int32_t a, int32_t b) {
+/* y = clamp(rne(f32(acc) * m), lo - y_zero, hi - y_zero) + y_zero, kernels.requantize.
+ * (float)acc rounds to nearest even like numpy's astype(float32); one float32 multiply.
+ * Portable: clamping to the integer bounds before rounding gives the same value (rounding
+ * is monotonic and keeps integers) and leaves |t| <= 255, where adding and subtracting
+ * 1.5 * 2^23 rounds half to even (the float32 ulp there is 1); a NaN (impossible for a
+ * finite m) would land on lo instead of reaching the conversion. Cortex-M with an FPU:
+ * VCVTR rounds half to even (the FPSCR's reset mode) and saturates, so clamping the int
+ * afterwards gives the same value, and t is never NaN (acc and m are finite). */
+static inline JT_ALWAYS_INLINE int8_t jt_rq_apply(int32_t acc, float m, const jt_rq *q) {
+#if JT_DSP && defined(__ARM_FP)
+  int32_t r = jt_round_f32_i32((float)acc * m);
+  r = r > q->ilo ? r : q->ilo;
+  r = r < q->ihi ? r : q->ihi;
+  return (int8_t)(r + q->y_zero);
+#else
+  const float big = 12582912.0f;
+  float t = (float)acc * m;
+  t = t > q->lo ? t : q->lo;
+  t = t < q->hi ? t : q->hi;
+  t = (t + big) - big;
+  return (int8_t)((int32_t)t + q->y_zero);
+#endif
+}
+
+static inline int8_t jt_requantize_s8(int32_t acc, float m, int32_t y_zero, int32_t lo,
+                                      int32_t hi) {
+  const jt_rq q = jt_rq_make(y_zero, lo, hi);
+  return jt_rq_apply(acc, m, &q);
+}
+
+/* sat32(a + b), kernels.sat_add_int32 (the DSP build's QADD saturates the same way). */
+static inline JT_ALWAYS_INLINE int32_t jt_sat_add_i32(int32_t a, int32_t b) {
+#if JT_DSP
+  return __qadd(a, b);
+#else
   const int64_t s = (int64_t)a + (int64_t)b;
   if (s > INT32_MAX) return INT32_MAX;
   if (s < INT32_MIN) return INT32_MIN;
   return (int32_t)s;
+#endif
 }
 
 typedef struct {
