@@ -73,7 +73,8 @@ class Firmware:
   classes: int
   sizes: dict[str, int]     # arena, state, input, output, slot (bytes)
   sections: dict[str, int]  # allocated ELF sections (bytes)
-  ops: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # list -> (opcode, output)
+  # profiled builds: per op list, each op's (opcode, first output's name)
+  ops: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
   @property
   def flash_bytes(self) -> int:
@@ -164,8 +165,7 @@ def build(blob: bytes | Path, cpu: str = "cortex-m7", out: Path | str = "build",
   out = Path(out).resolve()
   out.mkdir(parents=True, exist_ok=True)
   (out / "step.jtb").write_bytes(data)
-  for name in ("arm-none-eabi-gcc", "make"):
-    tool(name)
+  tool("arm-none-eabi-gcc")
   cmd = [tool("make"), "-C", str(PORT), "-s", f"CPU={cpu}", f"KERNELS={kernels}",
          f"BUILD={out}", f"BLOB={out / 'step.jtb'}", f"MIN_STACK={min_stack}",
          f"PROFILE={int(profile)}",
@@ -179,7 +179,8 @@ def build(blob: bytes | Path, cpu: str = "cortex-m7", out: Path | str = "build",
     raise (DoesNotFitError(msg) if (msg := _fit_error(log, sizes)) else
            FirmwareError(f"the firmware build failed:\n{log[-4000:]}"))
   elf = out / "fw.elf"
-  return Firmware(elf, cpu, kernels, input_shape, classes, sizes, _sections(elf), _ops(data))
+  return Firmware(elf, cpu, kernels, input_shape, classes, sizes, _sections(elf),
+                  _ops(data) if profile else {})
 
 
 # --- runs ----------------------------------------------------------------------------------

@@ -52,6 +52,16 @@ def host_run(blob: bytes, x, y, test_x):
   return first, bits, rt.save_state(), [rt.infer(t) for t in test_x]
 
 
+def assert_same_as_host(fw, r, work, host) -> None:
+  """A firmware run against host_run's results: logits before and after, loss bits, the
+  saved state image."""
+  first, bits, image, test_logits = host
+  assert r.inference["logits"] == first.tolist()
+  assert [s["loss_bits"] for s in r.steps] == bits
+  assert [t["logits"] for t in r.tests] == [t.tolist() for t in test_logits]
+  assert firmware.saved_image(fw, work) == image
+
+
 @pytest.mark.parametrize("name", sorted(seed_blobs()))
 @pytest.mark.parametrize("cpu,kernels", BUILDS)
 def test_firmware_matches_host_build(name, cpu, kernels, lib_dirs, tmp_path):
@@ -60,13 +70,9 @@ def test_firmware_matches_host_build(name, cpu, kernels, lib_dirs, tmp_path):
   rt = CRuntime(blob)
   x, y = samples(rt, STEPS, 0)
   tx, ty = samples(rt, 3, 1)
-  first, bits, image, test_logits = host_run(blob, x, y, tx)
   r = firmware.run(fw, x, y, tmp_path / "run", test=(tx, ty), timeout=60)
   assert r.resumed_at is None
-  assert r.inference["logits"] == first.tolist()
-  assert [s["loss_bits"] for s in r.steps] == bits
-  assert [t["logits"] for t in r.tests] == [t.tolist() for t in test_logits]
-  assert firmware.saved_image(fw, tmp_path / "run") == image
+  assert_same_as_host(fw, r, tmp_path / "run", host_run(blob, x, y, tx))
   assert all(s["instructions"] > 0 for s in r.steps) and r.inference["instructions"] > 0
   assert 0 < r.stack_bytes < firmware.RAM_BYTES - fw.static_ram_bytes
 
@@ -165,12 +171,8 @@ def test_random_models_on_the_dsp_build(seed, lib_dirs, tmp_path):
   x8 = qm.quantize_input(x)
   cpu, kernels = BUILDS[0]
   fw = firmware.build(blob, cpu, tmp_path / "fw", kernels, lib_dir=lib_dirs[cpu, kernels])
-  first, bits, image, test_logits = host_run(blob, x8[:4], y[:4], x8[4:8])
   r = firmware.run(fw, x8[:4], y[:4], tmp_path / "run", test=(x8[4:8], y[4:8]), timeout=60)
-  assert r.inference["logits"] == first.tolist()
-  assert [s["loss_bits"] for s in r.steps] == bits
-  assert [t["logits"] for t in r.tests] == [t.tolist() for t in test_logits]
-  assert firmware.saved_image(fw, tmp_path / "run") == image
+  assert_same_as_host(fw, r, tmp_path / "run", host_run(blob, x8[:4], y[:4], x8[4:8]))
 
 
 class FastPaths(nn.Module):
@@ -199,12 +201,9 @@ def test_fast_paths_and_their_limits(lib_dirs, tmp_path):
     jt.softmax_cross_entropy).lower())
   x8 = qm.quantize_input(x)
   y = np.arange(16) % 3
-  first, bits, image, test_logits = host_run(blob, x8[:4], y[:4], x8[4:8])
-  assert first.tolist() == np.asarray(qm.apply(x8[:1]))[0].tolist()
+  host = host_run(blob, x8[:4], y[:4], x8[4:8])
+  assert host[0].tolist() == np.asarray(qm.apply(x8[:1]))[0].tolist()
   for cpu in ("cortex-m4", "cortex-m7"):
     fw = firmware.build(blob, cpu, tmp_path / cpu, "dsp", lib_dir=lib_dirs[cpu, "dsp"])
     r = firmware.run(fw, x8[:4], y[:4], tmp_path / f"run-{cpu}", test=(x8[4:8], y[4:8]))
-    assert r.inference["logits"] == first.tolist()
-    assert [s["loss_bits"] for s in r.steps] == bits
-    assert [t["logits"] for t in r.tests] == [t.tolist() for t in test_logits]
-    assert firmware.saved_image(fw, tmp_path / f"run-{cpu}") == image
+    assert_same_as_host(fw, r, tmp_path / f"run-{cpu}", host)

@@ -28,12 +28,14 @@ static inline JT_ALWAYS_INLINE int8_t requant(int32_t acc, int32_t bias, float m
   return jt_rq_apply(jt_sat_add_i32(acc, bias), m, q);
 }
 
-/* What a row merged along its own (input-channel) axis adds to the dot product of the full
- * row: sum over k of (x[sel[k]] - z) * (ws[k] - w[sel[k]]). Exact in int32 (both sums are
- * bounded like the dot product), so dot + fix is the merged row's dot product. */
-static int32_t merged_fix(const int8_t *x, int32_t z, const int8_t *w, const int8_t *ws,
-                          const int32_t *sel, uint32_t n) {
-  int32_t acc = 0;
+/* The dot product with a row merged along its own (innermost) axis: element c is ws[k]
+ * where sel[k] == c, else w[c]. Computed as the full row's dot product plus what the
+ * trained elements change, sum over k of (x[sel[k]] - z) * (ws[k] - w[sel[k]]): exact in
+ * int32 (both sums are bounded like the dot product), and the full row takes the fast
+ * loop. */
+static int32_t dot_merged_s8(const int8_t *x, int32_t z, const int8_t *w, const int8_t *ws,
+                             const int32_t *sel, uint32_t n, uint32_t len) {
+  int32_t acc = dot_s8(x, z, w, len);
   for (uint32_t k = 0; k < n; k++) {
     const uint32_t c = (uint32_t)sel[k];
     acc += ((int32_t)x[c] - z) * ((int32_t)ws[k] - (int32_t)w[c]);
@@ -57,8 +59,8 @@ static const int8_t *pw_row(const jt_weight_s8 *w, uint32_t o, uint32_t ci, cons
 
 static int32_t pw_dot(const int8_t *x, int32_t z, const jt_weight_s8 *w, const int8_t *row,
                       const int8_t *part, uint32_t ci) {
-  const int32_t acc = dot_s8(x, z, row, ci);
-  return part == NULL ? acc : acc + merged_fix(x, z, row, part, w->sel, w->n_sel);
+  return part == NULL ? dot_s8(x, z, row, ci)
+                      : dot_merged_s8(x, z, row, part, w->sel, w->n_sel, ci);
 }
 
 #if JT_DSP
@@ -226,21 +228,6 @@ static void depthwise_row(const int8_t *x, const jt_dims4 *xd, int64_t ys, uint3
       yo[3] = requant(a3, bias[o + 3], m[o + 3], q);
     }
   }
-}
-
-/* The dot product with a row merged along its own axis: element c comes from ws[p] when
- * sel[p] == c, else from w[c] (one walk over the ascending list). */
-static int32_t dot_merged_s8(const int8_t *x, int32_t x_zero, const int8_t *w, const int8_t *ws,
-                             const int32_t *sel, uint32_t n_sel, uint32_t len) {
-  int32_t acc = 0;
-  uint32_t p = 0;
-  for (uint32_t c = 0; c < len; c++) {
-    int32_t wv;
-    if (p < n_sel && (uint32_t)sel[p] == c) wv = ws[p++];
-    else wv = w[c];
-    acc += ((int32_t)x[c] - x_zero) * wv;
-  }
-  return acc;
 }
 
 /* S of output channel o at taps [i0,i1) x [j0,j1) of a merged weight. */

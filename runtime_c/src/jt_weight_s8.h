@@ -3,7 +3,8 @@
  * w_sel[..., k, ...] (w_sel has w's dims with dims[axis] = n_sel). No merged copy is made:
  * the kernels read each element from w or w_sel. One type for the forward and the backward
  * kernels; two access patterns over it:
- *   a whole row along the innermost axis walks the ascending list (jt_conv_s8.c);
+ *   a whole row along the innermost axis: the full row's dot product plus a correction
+ *   over the list (jt_conv_s8.c);
  *   any other element finds its channel by binary search (jt_sel_find), once per row in
  *   the forward kernels, per element in jt_weight_s8_at (the backward ones).
  */
