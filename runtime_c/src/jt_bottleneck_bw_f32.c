@@ -5,6 +5,7 @@
 #include "jt_eltwise_bw_f32.h"
 #include "jt_internal.h"
 #include "jt_update.h"
+#include "jt_vec_f32.h"
 
 /* ((t0 + t1) + t2) + ...: kernels._running_sum, from the first term */
 static float running_sum(const float *t, uint32_t n) {
@@ -20,29 +21,47 @@ static float running_sum(const float *t, uint32_t n) {
  * weight row or column are converted once and reused across the positions. */
 #define CHUNK 32u
 
-/* s + a[0] * b[0] + a[1] * b[1] + ..., left to right (unrolled by four). */
-static float dot_from(float s, const float *a, const float *b, uint32_t n) {
-  uint32_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    s += a[i] * b[i];
-    s += a[i + 1] * b[i + 1];
-    s += a[i + 2] * b[i + 2];
-    s += a[i + 3] * b[i + 3];
+/* sum[i] = ((ge[0] * xf[x[i]] + ge[1] * xf[x[stride + i]]) + ...) for i < n, a running
+ * sum from the first position's term (+0.0f without positions); eight sums at a time
+ * stay in registers across the positions. */
+static void grad_sums(const int8_t *x, uint32_t stride, const float *ge, uint32_t ne,
+                      const float *xf, uint32_t n, float *sum) {
+  uint32_t i = 0, e;
+  if (ne == 0u) {
+    for (; i < n; i++) sum[i] = 0.0f;
+    return;
   }
-  for (; i < n; i++) s += a[i] * b[i];
-  return s;
-}
-
-/* y[i] += g * w[i] (unrolled by four). */
-static void axpy(float *y, float g, const float *w, uint32_t n) {
-  uint32_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    y[i] += g * w[i];
-    y[i + 1] += g * w[i + 1];
-    y[i + 2] += g * w[i + 2];
-    y[i + 3] += g * w[i + 3];
+  for (; i + 8 <= n; i += 8) {
+    const int8_t *xr = x + i;
+    const float g0 = ge[0];
+    float s0 = g0 * xf[xr[0]], s1 = g0 * xf[xr[1]], s2 = g0 * xf[xr[2]], s3 = g0 * xf[xr[3]];
+    float s4 = g0 * xf[xr[4]], s5 = g0 * xf[xr[5]], s6 = g0 * xf[xr[6]], s7 = g0 * xf[xr[7]];
+    for (e = 1; e < ne; e++) {
+      const float g = ge[e];
+      xr += stride;
+      s0 += g * xf[xr[0]];
+      s1 += g * xf[xr[1]];
+      s2 += g * xf[xr[2]];
+      s3 += g * xf[xr[3]];
+      s4 += g * xf[xr[4]];
+      s5 += g * xf[xr[5]];
+      s6 += g * xf[xr[6]];
+      s7 += g * xf[xr[7]];
+    }
+    sum[i] = s0;
+    sum[i + 1] = s1;
+    sum[i + 2] = s2;
+    sum[i + 3] = s3;
+    sum[i + 4] = s4;
+    sum[i + 5] = s5;
+    sum[i + 6] = s6;
+    sum[i + 7] = s7;
   }
-  for (; i < n; i++) y[i] += g * w[i];
+  for (; i < n; i++) {
+    float s = ge[0] * xf[x[i]];
+    for (e = 1; e < ne; e++) s += ge[e] * xf[x[e * stride + i]];
+    sum[i] = s;
+  }
 }
 
 uint32_t jt_bottleneck_bw_f32_get_buffer_size(const jt_bottleneck_bw_f32_params *p) {
@@ -59,6 +78,9 @@ jt_status jt_bottleneck_bw_f32(const jt_bottleneck_bw_f32_params *p) {
                                     .stride_w = p->stride_w, .pad_top = p->pad_top,
                                     .pad_left = p->pad_left};
   uint32_t c, q, o, e, kk;
+  /* f32(x) - f32(x_zero) by x + 128: the expand weight gradient's factors, converted once */
+  float xf[256];
+  for (e = 0; e < 256u; e++) xf[e] = (float)((int32_t)e - 128) - (float)p->x_zero;
   if (p->gx != NULL)
     for (e = 0; e < ne * p->k; e++) p->gx[e] = 0.0f;
   for (c = 0; c < C; c++) {
@@ -72,7 +94,7 @@ jt_status jt_bottleneck_bw_f32(const jt_bottleneck_bw_f32_params *p) {
       const uint32_t n = p->o - o0 < CHUNK ? p->o - o0 : CHUNK;
       float col[CHUNK];
       for (o = 0; o < n; o++) col[o] = (float)p->w3[(o0 + o) * C + c];
-      for (q = 0; q < nd; q++) gd[q] = dot_from(gd[q], p->g + q * p->o + o0, col, n);
+      jt_dot_rows_from_f32(gd, p->g + o0, p->o, col, n, nd);
     }
     for (q = 0; q < nd; q++) gd[q] = jt_mask_bit(p->mask_d, q * C + c) ? gd[q] * md : 0.0f;
     p->gb_d[c] = running_sum(gd, nd);
@@ -88,27 +110,17 @@ jt_status jt_bottleneck_bw_f32(const jt_bottleneck_bw_f32_params *p) {
          * channels in ascending order */
         const uint32_t n = p->k - k0 < CHUNK ? p->k - k0 : CHUNK;
         float wrow[CHUNK];
-        for (kk = 0; kk < n; kk++) wrow[kk] = (float)jt_weight_s8_at(&p->w1, c * p->k + k0 + kk);
-        for (e = 0; e < ne; e++) axpy(p->gx + e * p->k + k0, ge[e], wrow, n);
+        jt_weight_s8_run_f32(&p->w1, c * p->k + k0, n, wrow);
+        jt_axpy_rows_f32(p->gx + k0, p->k, ge, 1, ne, wrow, n);
       }
     }
     /* the expand weight's row c: conv2d_bw_weight of a 1x1 conv, one running sum over
      * the positions per element, from the first term */
     if (p->x != NULL && p->on_grad != NULL) {
-      const float z = (float)p->x_zero;
       for (uint32_t k0 = 0; k0 < p->kx; k0 += CHUNK) {
-        /* a chunk of the row's sums at once, so that x is read along its rows */
         const uint32_t n = p->kx - k0 < CHUNK ? p->kx - k0 : CHUNK;
         float sum[CHUNK];
-        for (kk = 0; kk < n; kk++) sum[kk] = 0.0f;
-        for (e = 0; e < ne; e++) {
-          const int8_t *xr = p->x + e * p->kx + k0;
-          const float g = ge[e];
-          if (e == 0u)
-            for (kk = 0; kk < n; kk++) sum[kk] = g * ((float)xr[kk] - z);
-          else
-            for (kk = 0; kk < n; kk++) sum[kk] += g * ((float)xr[kk] - z);
-        }
+        grad_sums(p->x + k0, p->kx, ge, ne, xf + 128, n, sum);
         for (kk = 0; kk < n; kk++) p->on_grad(p->on_grad_ctx, c * p->kx + k0 + kk, sum[kk]);
       }
     }

@@ -3,38 +3,70 @@
 #include "jt_conv_bw_f32.h"
 
 #include "jt_internal.h"
+#include "jt_vec_f32.h"
 
 /* --- conv2d_bw_input -------------------------------------------------------------------- */
+
+/* Weights converted at once along the input channels (a stack buffer of floats). */
+#define CHUNK 32u
+
+/* The outputs o in [0, n_out) whose input position o * stride + off lies in [0, n_in),
+ * as [*lo, *hi) (empty when equal): one tap's reach, so that no loop tests positions.
+ * off = tap - pad >= -INT32_MAX and n_in - 1 - off <= INT32_MAX (the verifier's bounds),
+ * so 32-bit unsigned divisions suffice (one instruction on the M4/M7). */
+static void out_span(int64_t off, int32_t stride, uint32_t n_in, uint32_t n_out, uint32_t *lo,
+                     uint32_t *hi) {
+  const uint32_t s = (uint32_t)stride;
+  const int64_t last = (int64_t)n_in - 1 - off;
+  uint32_t a = off >= 0 ? 0u : (uint32_t)(-off) / s + ((uint32_t)(-off) % s != 0u);
+  uint32_t b = last < 0 ? 0u : (uint32_t)last / s + 1u;
+  if (b > n_out) b = n_out;
+  if (a > b) a = b;
+  *lo = a;
+  *hi = b;
+}
 
 jt_status jt_conv2d_bw_input_f32(const float *g, const jt_weight_s8 *w, float *gx,
                                  const jt_conv_bw_f32_params *p) {
   const uint32_t og = p->o / p->groups, ci = p->c / p->groups;
   const uint32_t total = p->n * p->h * p->w * p->c;
-  uint32_t e, i, j, oc, cc, n, y, x;
+  uint32_t e, i, j, oc, cc, n, y, x, y0, y1, x0, x1;
   /* gx starts at +0.0f as the reference's np.zeros; then each element gets its terms in
    * tap order, then output-channel order: for a fixed tap and output channel, an input
-   * element is reached from at most one output position, so looping over the positions
-   * innermost keeps every element's own order and reads each weight once. */
+   * element is reached from at most one output position, so the loops inside those two
+   * keep every element's own order. Groups of 4 or more input channels run along them
+   * (a weight run converted once, then an axpy per position); fewer, along the row. */
   for (e = 0; e < total; e++) gx[e] = 0.0f;
   for (i = 0; i < p->kh; i++) {
+    out_span((int64_t)i - p->pad_top, p->stride_h, p->h, p->ho, &y0, &y1);
     for (j = 0; j < p->kw; j++) {
+      out_span((int64_t)j - p->pad_left, p->stride_w, p->w, p->wo, &x0, &x1);
+      if (x0 == x1) continue;
+      const uint32_t px0 = (uint32_t)((int64_t)x0 * p->stride_w + j - p->pad_left);
+      const uint32_t step = (uint32_t)p->stride_w * p->c;
       for (oc = 0; oc < p->o; oc++) {
-        const uint32_t c0 = (oc / og) * ci;
-        for (cc = 0; cc < ci; cc++) {
-          const float wv = (float)jt_weight_s8_at(w, ((oc * p->kh + i) * p->kw + j) * ci + cc);
+        const uint32_t c0 = (oc / og) * ci, w0 = ((oc * p->kh + i) * p->kw + j) * ci;
+        for (uint32_t k0 = 0; ci >= 4u && k0 < ci; k0 += CHUNK) {
+          const uint32_t len = ci - k0 < CHUNK ? ci - k0 : CHUNK;
+          float wf[CHUNK];
+          jt_weight_s8_run_f32(w, w0 + k0, len, wf);
           for (n = 0; n < p->n; n++) {
-            for (y = 0; y < p->ho; y++) {
-              const int32_t py = (int32_t)(y * (uint32_t)p->stride_h + i) - p->pad_top;
-              const float *grow;
-              float *gxrow;
-              if (py < 0 || (uint32_t)py >= p->h) continue;
-              grow = g + ((n * p->ho + y) * p->wo) * p->o + oc;
-              gxrow = gx + ((n * p->h + (uint32_t)py) * p->w) * p->c + c0 + cc;
-              for (x = 0; x < p->wo; x++) {
-                const int32_t px = (int32_t)(x * (uint32_t)p->stride_w + j) - p->pad_left;
-                if (px < 0 || (uint32_t)px >= p->w) continue;
-                gxrow[(uint32_t)px * p->c] += grow[x * p->o] * wv;
-              }
+            for (y = y0; y < y1; y++) {
+              const uint32_t py = (uint32_t)((int64_t)y * p->stride_h + i - p->pad_top);
+              jt_axpy_rows_f32(gx + ((n * p->h + py) * p->w + px0) * p->c + c0 + k0, step,
+                               g + ((n * p->ho + y) * p->wo + x0) * p->o + oc, p->o, x1 - x0,
+                               wf, len);
+            }
+          }
+        }
+        for (cc = 0; ci < 4u && cc < ci; cc++) {
+          const float wv = (float)jt_weight_s8_at(w, w0 + cc);
+          for (n = 0; n < p->n; n++) {
+            for (y = y0; y < y1; y++) {
+              const uint32_t py = (uint32_t)((int64_t)y * p->stride_h + i - p->pad_top);
+              const float *gr = g + ((n * p->ho + y) * p->wo + x0) * p->o + oc;
+              float *d = gx + ((n * p->h + py) * p->w + px0) * p->c + c0 + cc;
+              for (x = x0; x < x1; x++, gr += p->o, d += step) *d += *gr * wv;
             }
           }
         }
@@ -50,18 +82,27 @@ uint32_t jt_conv2d_bw_input_f32_dw_in_place_get_buffer_size(const jt_conv_bw_f32
 
 void jt_depthwise_bw_plane_f32(const float *g, const jt_weight_s8 *w, uint32_t ch, float *gx,
                                uint32_t stride, const jt_conv_bw_f32_params *p) {
-  uint32_t e, i, j, y, x;
+  const uint32_t step = (uint32_t)p->stride_w * stride;  /* gx elements between outputs */
+  const uint32_t row_step = (uint32_t)p->stride_h * p->w * stride;
+  uint32_t e, i, j, y, x, y0, y1, x0, x1;
   for (e = 0; e < p->h * p->w; e++) gx[e * stride] = 0.0f;
   for (i = 0; i < p->kh; i++) {
+    out_span((int64_t)i - p->pad_top, p->stride_h, p->h, p->ho, &y0, &y1);
+    if (y0 == y1) continue;
+    const uint32_t py0 = (uint32_t)((int64_t)y0 * p->stride_h + i - p->pad_top);
     for (j = 0; j < p->kw; j++) {
-      const float wv = (float)jt_weight_s8_at(w, (ch * p->kh + i) * p->kw + j);
-      for (y = 0; y < p->ho; y++) {
-        const int32_t py = (int32_t)(y * (uint32_t)p->stride_h + i) - p->pad_top;
-        if (py < 0 || (uint32_t)py >= p->h) continue;
-        for (x = 0; x < p->wo; x++) {
-          const int32_t px = (int32_t)(x * (uint32_t)p->stride_w + j) - p->pad_left;
-          if (px < 0 || (uint32_t)px >= p->w) continue;
-          gx[((uint32_t)py * p->w + (uint32_t)px) * stride] += g[y * p->wo + x] * wv;
+      out_span((int64_t)j - p->pad_left, p->stride_w, p->w, p->wo, &x0, &x1);
+      if (x0 == x1) continue;
+      const uint32_t k = (ch * p->kh + i) * p->kw + j;
+      const float wv = (float)(w->w_sel == NULL ? w->w[k] : jt_weight_s8_at(w, k));
+      const uint32_t px0 = (uint32_t)((int64_t)x0 * p->stride_w + j - p->pad_left), n = x1 - x0;
+      const float *gr = g + y0 * p->wo + x0;
+      float *d = gx + (py0 * p->w + px0) * stride;
+      for (y = y0; y < y1; y++, gr += p->wo, d += row_step) {
+        if (step == 1u) {
+          jt_axpy_f32(d, wv, gr, n);
+        } else {
+          for (x = 0; x < n; x++) d[x * step] += gr[x] * wv;
         }
       }
     }

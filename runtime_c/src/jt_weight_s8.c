@@ -22,6 +22,14 @@ int8_t jt_weight_s8_at(const jt_weight_s8 *w, uint32_t flat) {
   return w->w_sel[(outer * w->n_sel + (uint32_t)at) * inner + flat % inner];
 }
 
+void jt_weight_s8_run_f32(const jt_weight_s8 *w, uint32_t flat, uint32_t n, float *out) {
+  if (w->w_sel == NULL) {
+    for (uint32_t i = 0; i < n; i++) out[i] = (float)w->w[flat + i];
+    return;
+  }
+  for (uint32_t i = 0; i < n; i++) out[i] = (float)jt_weight_s8_at(w, flat + i);
+}
+
 /* sel_axis in [-rank, rank) as an axis in [0, rank). */
 static uint32_t axis_of(int32_t sel_axis, uint32_t rank) {
   return (uint32_t)(sel_axis < 0 ? sel_axis + (int32_t)rank : sel_axis);

@@ -34,6 +34,10 @@ int32_t jt_sel_find(const int32_t *sel, uint32_t n, uint32_t v);
 /* The weight's element at flat row-major index `flat` (of w's shape). */
 int8_t jt_weight_s8_at(const jt_weight_s8 *w, uint32_t flat);
 
+/* out[i] = (float)element flat + i, i < n: a run of the backward kernels' weights as
+ * floats (straight from w when it is not merged). */
+void jt_weight_s8_run_f32(const jt_weight_s8 *w, uint32_t flat, uint32_t n, float *out);
+
 /* --- binding an op's weight operands (runtime side) ---------------------------------------
  * Weight w_id of rank <= 4, merged with w_sel_id / sel_id along sel_axis (numpy style, may
  * be negative) when has_sel. */
