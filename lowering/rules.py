@@ -727,8 +727,8 @@ def check_bottleneck_bw_f32(g: Graph, op: Op, slots: int) -> None:
   _need((dh, dw) == (ho, wo), "the depthwise conv does not map the expanded positions onto "
         "the gradient's")
   _need(_dtype(g, outs[0]) == "f32", "the scratch must be f32")
-  _need(_numel(g, outs[0]) == ho * wo + he * we, "the scratch holds one depthwise-output and "
-        "one expanded plane")
+  _need(_numel(g, outs[0]) in (ho * wo + he * we, 2 * (ho * wo + he * we)),
+        "the scratch holds one depthwise-output and one expanded plane, or two of each")
   for t, what in ((outs[1], "gb_d"), (outs[2], "gb_e")):
     _want(g, t, "f32", 1, what)
     _need(_dim(g, t, 0) == c, f"{what} needs one value per expanded channel")

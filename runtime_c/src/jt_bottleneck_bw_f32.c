@@ -65,64 +65,102 @@ static void grad_sums(const int8_t *x, uint32_t stride, const float *ge, uint32_
 }
 
 uint32_t jt_bottleneck_bw_f32_get_buffer_size(const jt_bottleneck_bw_f32_params *p) {
-  return (p->ho * p->wo + p->he * p->we) * (uint32_t)sizeof(float);
+  return (p->ho * p->wo + p->he * p->we) * (p->pairs ? 2u : 1u) * (uint32_t)sizeof(float);
+}
+
+/* gd (the project's input gradient) of channels c and, when two, c + 1 (1x1
+ * conv2d_bw_input: +0.0f, then output channels ascending), a weight column chunk at a
+ * time; two channels share each load of g. */
+static void project_grad(const jt_bottleneck_bw_f32_params *p, uint32_t c, int two, float *gd0,
+                         float *gd1) {
+  const uint32_t nd = p->ho * p->wo, C = p->c;
+  uint32_t q, o;
+  for (q = 0; q < nd; q++) gd0[q] = 0.0f;
+  if (two)
+    for (q = 0; q < nd; q++) gd1[q] = 0.0f;
+  for (uint32_t o0 = 0; o0 < p->o; o0 += CHUNK) {
+    const uint32_t n = p->o - o0 < CHUNK ? p->o - o0 : CHUNK;
+    float col0[CHUNK], col1[CHUNK];
+    for (o = 0; o < n; o++) col0[o] = (float)p->w3[(o0 + o) * C + c];
+    if (two) {
+      for (o = 0; o < n; o++) col1[o] = (float)p->w3[(o0 + o) * C + c + 1];
+      jt_dot_rows2_from_f32(gd0, gd1, p->g + o0, p->o, col0, col1, n, nd);
+    } else {
+      jt_dot_rows_from_f32(gd0, p->g + o0, p->o, col0, n, nd);
+    }
+  }
+}
+
+/* Channel c from its gd plane: the depthwise requantization's mask and multiplier, its
+ * bias gradient, the depthwise input gradient into ge, the expand's mask, multiplier and
+ * bias gradient. */
+static void channel_grads(const jt_bottleneck_bw_f32_params *p, const jt_weight_s8 *w2,
+                          const jt_conv_bw_f32_params *dw, uint32_t c, float *gd, float *ge) {
+  const uint32_t nd = p->ho * p->wo, ne = p->he * p->we, C = p->c;
+  const float md = p->m_d[p->m_d_per_channel ? c : 0u];
+  const float me = p->m_e[p->m_e_per_channel ? c : 0u];
+  uint32_t q, e;
+  for (q = 0; q < nd; q++) gd[q] = jt_mask_bit(p->mask_d, q * C + c) ? gd[q] * md : 0.0f;
+  p->gb_d[c] = running_sum(gd, nd);
+  jt_depthwise_bw_plane_f32(gd, w2, c, ge, 1, dw);
+  for (e = 0; e < ne; e++) ge[e] = jt_mask_bit(p->mask_e, e * C + c) ? ge[e] * me : 0.0f;
+  p->gb_e[c] = running_sum(ge, ne);
+}
+
+/* The expand weight's row c: conv2d_bw_weight of a 1x1 conv, one running sum over the
+ * positions per element, from the first term, handed to on_grad. */
+static void expand_weight_grad(const jt_bottleneck_bw_f32_params *p, uint32_t c, const float *ge,
+                               const float *xf) {
+  for (uint32_t k0 = 0; k0 < p->kx; k0 += CHUNK) {
+    const uint32_t n = p->kx - k0 < CHUNK ? p->kx - k0 : CHUNK;
+    float sum[CHUNK];
+    grad_sums(p->x + k0, p->kx, ge, p->he * p->we, xf, n, sum);
+    for (uint32_t kk = 0; kk < n; kk++) p->on_grad(p->on_grad_ctx, c * p->kx + k0 + kk, sum[kk]);
+  }
 }
 
 jt_status jt_bottleneck_bw_f32(const jt_bottleneck_bw_f32_params *p) {
   const uint32_t nd = p->ho * p->wo, ne = p->he * p->we, C = p->c;
-  float *gd = p->scratch, *ge = p->scratch + nd;
+  /* scratch: the gd planes, then the ge planes (two of each when channels pair) */
+  float *gd0 = p->scratch, *gd1 = gd0 + nd, *ge0 = gd0 + (p->pairs ? 2u : 1u) * nd;
+  float *ge1 = ge0 + ne;
   /* the depthwise layer: its weight is not merged, its geometry one (he, we) plane */
   const jt_weight_s8 w2 = {.w = p->w2};
   const jt_conv_bw_f32_params dw = {.h = p->he, .w = p->we, .ho = p->ho, .wo = p->wo,
                                     .kh = p->kh, .kw = p->kw, .stride_h = p->stride_h,
                                     .stride_w = p->stride_w, .pad_top = p->pad_top,
                                     .pad_left = p->pad_left};
-  uint32_t c, q, o, e, kk;
+  uint32_t c, e;
   /* f32(x) - f32(x_zero) by x + 128: the expand weight gradient's factors, converted once */
   float xf[256];
   for (e = 0; e < 256u; e++) xf[e] = (float)((int32_t)e - 128) - (float)p->x_zero;
   if (p->gx != NULL)
     for (e = 0; e < ne * p->k; e++) p->gx[e] = 0.0f;
-  for (c = 0; c < C; c++) {
-    const float md = p->m_d[p->m_d_per_channel ? c : 0u];
-    const float me = p->m_e[p->m_e_per_channel ? c : 0u];
-    /* the project's input gradient of channel c (a 1x1 conv2d_bw_input: +0.0f, then
-     * output channels ascending), through the depthwise requantization */
-    for (q = 0; q < nd; q++) gd[q] = 0.0f;
-    for (uint32_t o0 = 0; o0 < p->o; o0 += CHUNK) {
-      /* column c of w3 as floats, a chunk at a time; each gd[q] carries its sum along */
-      const uint32_t n = p->o - o0 < CHUNK ? p->o - o0 : CHUNK;
-      float col[CHUNK];
-      for (o = 0; o < n; o++) col[o] = (float)p->w3[(o0 + o) * C + c];
-      jt_dot_rows_from_f32(gd, p->g + o0, p->o, col, n, nd);
-    }
-    for (q = 0; q < nd; q++) gd[q] = jt_mask_bit(p->mask_d, q * C + c) ? gd[q] * md : 0.0f;
-    p->gb_d[c] = running_sum(gd, nd);
-    /* the depthwise input gradient of channel c */
-    jt_depthwise_bw_plane_f32(gd, &w2, c, ge, 1, &dw);
-    for (e = 0; e < ne; e++) ge[e] = jt_mask_bit(p->mask_e, e * C + c) ? ge[e] * me : 0.0f;
-    p->gb_e[c] = running_sum(ge, ne);
-    /* the block input's gradient sums the channels ascending; it reads row c of w1
-     * before that row's update below */
+  for (c = 0; c < C; c += p->pairs ? 2u : 1u) {
+    /* every sum keeps the order of the channel-at-a-time reference: a pair only shares
+     * loads between the two channels' independent sums */
+    const int two = p->pairs && c + 1 < C;
+    project_grad(p, c, two, gd0, gd1);
+    channel_grads(p, &w2, &dw, c, gd0, ge0);
+    if (two) channel_grads(p, &w2, &dw, c + 1, gd1, ge1);
+    /* the block input's gradient sums the channels ascending; it reads rows c (and c + 1)
+     * of w1 before their updates below */
     if (p->gx != NULL) {
       for (uint32_t k0 = 0; k0 < p->k; k0 += CHUNK) {
-        /* row c of w1 as floats, a chunk at a time; every gx element still sums the
-         * channels in ascending order */
         const uint32_t n = p->k - k0 < CHUNK ? p->k - k0 : CHUNK;
-        float wrow[CHUNK];
-        jt_weight_s8_run_f32(&p->w1, c * p->k + k0, n, wrow);
-        jt_axpy_rows_f32(p->gx + k0, p->k, ge, 1, ne, wrow, n);
+        float wrow0[CHUNK], wrow1[CHUNK];
+        jt_weight_s8_run_f32(&p->w1, c * p->k + k0, n, wrow0);
+        if (two) {
+          jt_weight_s8_run_f32(&p->w1, (c + 1) * p->k + k0, n, wrow1);
+          jt_axpy2_rows_f32(p->gx + k0, p->k, ge0, ge1, ne, wrow0, wrow1, n);
+        } else {
+          jt_axpy_rows_f32(p->gx + k0, p->k, ge0, 1, ne, wrow0, n);
+        }
       }
     }
-    /* the expand weight's row c: conv2d_bw_weight of a 1x1 conv, one running sum over
-     * the positions per element, from the first term */
     if (p->x != NULL && p->on_grad != NULL) {
-      for (uint32_t k0 = 0; k0 < p->kx; k0 += CHUNK) {
-        const uint32_t n = p->kx - k0 < CHUNK ? p->kx - k0 : CHUNK;
-        float sum[CHUNK];
-        grad_sums(p->x + k0, p->kx, ge, ne, xf + 128, n, sum);
-        for (kk = 0; kk < n; kk++) p->on_grad(p->on_grad_ctx, c * p->kx + k0 + kk, sum[kk]);
-      }
+      expand_weight_grad(p, c, ge0, xf + 128);
+      if (two) expand_weight_grad(p, c + 1, ge1, xf + 128);
     }
   }
   return JT_OK;
@@ -203,6 +241,7 @@ jt_status jt_op_bottleneck_bw_f32(jt_runtime *rt, const jt_op *op) {
   p.pad_left = a[4];
   p.m_d_per_channel = jt_numel(rt, op->in[IN_M_D]) != 1u;
   p.m_e_per_channel = jt_numel(rt, op->in[IN_M_E]) != 1u;
+  p.pairs = jt_numel(rt, op->out[0]) != p.ho * p.wo + p.he * p.we;
   p.x = NULL;
   p.on_grad = NULL;
   p.on_grad_ctx = NULL;
@@ -275,7 +314,10 @@ jt_status jt_check_bottleneck_bw_f32(const jt_runtime *rt, const jt_op *op) {
   if ((s = jt_want_window(we, jt_dim(rt, w2, 2), a[1], a[4], a[5], &dw)) != JT_OK) return s;
   if (dh != ho || dw != wo) return JT_E_SHAPE;
   if (jt_t(rt, op->out[0])->dtype != JT_DTYPE_F32) return JT_E_DTYPE;
-  if ((uint64_t)jt_numel(rt, op->out[0]) != (uint64_t)ho * wo + (uint64_t)he * we)
+  /* scratch: one channel's two planes, or two channels' (the kernel then pairs them) */
+  const uint64_t planes = (uint64_t)ho * wo + (uint64_t)he * we;
+  if ((uint64_t)jt_numel(rt, op->out[0]) != planes &&
+      (uint64_t)jt_numel(rt, op->out[0]) != 2u * planes)
     return JT_E_SHAPE;
   if ((s = want4(rt, op->out[1], JT_DTYPE_F32, 1, c, 0, 0, 0)) != JT_OK) return s;
   if ((s = want4(rt, op->out[2], JT_DTYPE_F32, 1, c, 0, 0, 0)) != JT_OK) return s;

@@ -12,7 +12,8 @@
  *   mask_e  bits of (1, he, we, c)   expand output inside its clamp
  *   m_e     float32, 1 or c values
  *   w1      int8 (c, 1, 1, k)        expand weight, possibly merged (jt_weight_s8)
- *   scratch float32 ho * wo + he * we: the channel's gd plane, then its ge plane
+ *   scratch float32 ho * wo + he * we: the channel's gd plane, then its ge plane; or
+ *           twice that (pairs): two gd planes, then two ge planes, channels two at a time
  *   gb_d, gb_e float32 (c,)          bias gradients
  *   gx      float32 (1, he, we, k) or NULL: the block input's gradient (overwritten)
  *   x       int8 (1, he, we, kx) or NULL: the expand layer's (saved) input, for the
@@ -58,10 +59,11 @@ typedef struct {
   int32_t stride_h, stride_w, pad_top, pad_left;
   int32_t x_zero;
   uint32_t m_d_per_channel, m_e_per_channel;  /* 1: c values, 0: one */
+  uint32_t pairs;         /* 1: scratch holds two channels' planes */
 } jt_bottleneck_bw_f32_params;
 
 jt_status jt_bottleneck_bw_f32(const jt_bottleneck_bw_f32_params *p);
-/* Bytes of scratch: (ho * wo + he * we) floats. */
+/* Bytes of scratch: (ho * wo + he * we) floats, twice that with pairs. */
 uint32_t jt_bottleneck_bw_f32_get_buffer_size(const jt_bottleneck_bw_f32_params *p);
 
 #endif

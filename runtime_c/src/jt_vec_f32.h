@@ -43,6 +43,43 @@ static inline void jt_dot_rows_from_f32(float *s, const float *a, uint32_t strid
   for (; q < rows; q++) s[q] = jt_dot_from_f32(s[q], a + q * stride, b, n);
 }
 
+/* jt_dot_rows_from_f32 for two columns at once: s0 with b0 and s1 with b1, every row's
+ * load of a shared by the two (four rows at a time). */
+static inline void jt_dot_rows2_from_f32(float *s0, float *s1, const float *a, uint32_t stride,
+                                         const float *b0, const float *b1, uint32_t n,
+                                         uint32_t rows) {
+  uint32_t q = 0;
+  for (; q + 4 <= rows; q += 4) {
+    const float *a0 = a + q * stride, *a1 = a0 + stride, *a2 = a1 + stride, *a3 = a2 + stride;
+    float t0 = s0[q], t1 = s0[q + 1], t2 = s0[q + 2], t3 = s0[q + 3];
+    float u0 = s1[q], u1 = s1[q + 1], u2 = s1[q + 2], u3 = s1[q + 3];
+    for (uint32_t i = 0; i < n; i++) {
+      const float v = b0[i], w = b1[i];
+      const float x0 = a0[i], x1 = a1[i], x2 = a2[i], x3 = a3[i];
+      t0 += x0 * v;
+      u0 += x0 * w;
+      t1 += x1 * v;
+      u1 += x1 * w;
+      t2 += x2 * v;
+      u2 += x2 * w;
+      t3 += x3 * v;
+      u3 += x3 * w;
+    }
+    s0[q] = t0;
+    s0[q + 1] = t1;
+    s0[q + 2] = t2;
+    s0[q + 3] = t3;
+    s1[q] = u0;
+    s1[q + 1] = u1;
+    s1[q + 2] = u2;
+    s1[q + 3] = u3;
+  }
+  for (; q < rows; q++) {
+    s0[q] = jt_dot_from_f32(s0[q], a + q * stride, b0, n);
+    s1[q] = jt_dot_from_f32(s1[q], a + q * stride, b1, n);
+  }
+}
+
 /* y[i] += g * w[i]. */
 static inline void jt_axpy_f32(float *y, float g, const float *w, uint32_t n) {
   uint32_t i = 0;
@@ -79,6 +116,30 @@ static inline void jt_axpy_rows_f32(float *y, uint32_t stride, const float *g, u
   }
   if (i < n)
     for (uint32_t e = 0; e < rows; e++) jt_axpy_f32(y + e * stride + i, g[e * g_stride], w + i, n - i);
+}
+
+/* y[e * stride + i] += g0[e] * w0[i], then += g1[e] * w1[i] (two channels in their
+ * order), for e < rows, i < n: each y element is loaded and stored once for the two
+ * terms; four weights of each at a time stay in registers. */
+static inline void jt_axpy2_rows_f32(float *y, uint32_t stride, const float *g0, const float *g1,
+                                     uint32_t rows, const float *w0, const float *w1, uint32_t n) {
+  uint32_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const float a0 = w0[i], a1 = w0[i + 1], a2 = w0[i + 2], a3 = w0[i + 3];
+    const float b0 = w1[i], b1 = w1[i + 1], b2 = w1[i + 2], b3 = w1[i + 3];
+    float *d = y + i;
+    for (uint32_t e = 0; e < rows; e++, d += stride) {
+      const float u = g0[e], v = g1[e];
+      d[0] = (d[0] + u * a0) + v * b0;
+      d[1] = (d[1] + u * a1) + v * b1;
+      d[2] = (d[2] + u * a2) + v * b2;
+      d[3] = (d[3] + u * a3) + v * b3;
+    }
+  }
+  for (; i < n; i++) {
+    float *d = y + i;
+    for (uint32_t e = 0; e < rows; e++, d += stride) *d = (*d + g0[e] * w0[i]) + g1[e] * w1[i];
+  }
 }
 
 #endif
