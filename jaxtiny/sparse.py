@@ -164,6 +164,19 @@ def _pointwise(qm: QModel, n: Node) -> bool:
           and n.attrs["strides"] == (1, 1) and n.attrs["padding"] == ((0, 0), (0, 0)))
 
 
+# At most this many more bytes of scratch buy the channel-paired backward of an inverted
+# bottleneck (the C kernel shares loads between two channels' sums: about a tenth of the
+# backward's Cortex-M instructions).
+PAIR_BYTES = 2048
+
+
+def bottleneck_scratch(planes: int) -> int:
+  """Float32 elements of the scratch of a channel-by-channel bottleneck backward, given
+  `planes` = one depthwise-output plane + one expanded plane: two channels' planes when
+  that costs at most PAIR_BYTES more, else one's."""
+  return planes * (2 if planes * 4 <= PAIR_BYTES else 1)
+
+
 def channelwise_blocks(qm: QModel, plans: dict[str, LayerPlan], first: int) -> dict[int, int]:
   """The inverted bottlenecks whose backward runs one expanded channel at a time (as
   `lowering.bottleneck_bw` fuses them): node position of each of their three layers ->
@@ -190,9 +203,11 @@ def channelwise_blocks(qm: QModel, plans: dict[str, LayerPlan], first: int) -> d
             pplan is not None and pplan.channels is not None and not pplan.all_channels):
       continue
     # The project's gradient, the block input's (unless the backward stops at the block),
-    # one depthwise-output and one expanded channel, the two bias gradients.
+    # the scratch of one or two depthwise-output and expanded channels, the two bias
+    # gradients.
+    planes = _elements(t[d.output].shape[:-1]) + _elements(t[e.output].shape[:-1])
     live = (_elements(t[p.output].shape) + (_elements(t[e.inputs[0]].shape) if pe > first else 0)
-            + _elements(t[d.output].shape[:-1]) + _elements(t[e.output].shape[:-1]) + 2 * c)
+            + bottleneck_scratch(planes) + 2 * c)
     out.update(dict.fromkeys((pe, pd[0], pp[0]), live))
   return out
 

@@ -19,13 +19,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from jaxtiny.sparse import bottleneck_scratch
 from lowering.ir import Graph, Op
 from lowering.kernels import NO_PADDING
 
 FUSED = "bottleneck_bw_f32"
-# At most this many more bytes of scratch buy the paired channel loop (about a tenth of
-# the backward's instructions on a Cortex-M)
-PAIR_BYTES = 2048
 
 
 @dataclass(frozen=True)
@@ -177,10 +175,7 @@ def _fused(g: Graph, ops: list[Op], b: _Block) -> tuple[Op, int, int]:
   c = g.tensors[dw.inputs[1]].shape[0]
   (ho, wo), (h, w) = g.tensors[dw.inputs[0]].shape[1:3], g.tensors[dw.outputs[0]].shape[1:3]
   n = len(g.tensors)
-  # two channels' planes when that costs little: the C kernel then shares loads between
-  # the pair's sums (same order, same bits), else one channel's
-  planes = ho * wo + h * w
-  scratch = g.add(f"scratch{n}", (planes * (2 if planes * 4 <= PAIR_BYTES else 1),), "f32")
+  scratch = g.add(f"scratch{n}", (bottleneck_scratch(ho * wo + h * w),), "f32")
   gb_d, gb_e = (g.add(f"grad{n + k}", (c,), "f32") for k in (1, 2))
   ins = [*ops[b.project].inputs[:2], *ops[b.rq_d].inputs[1:3], dw.inputs[1],
          *ops[b.rq_e].inputs[1:3], *_expand_weight(fe)]

@@ -23,11 +23,22 @@ int8_t jt_weight_s8_at(const jt_weight_s8 *w, uint32_t flat) {
 }
 
 void jt_weight_s8_run_f32(const jt_weight_s8 *w, uint32_t flat, uint32_t n, float *out) {
+  uint32_t i;
   if (w->w_sel == NULL) {
-    for (uint32_t i = 0; i < n; i++) out[i] = (float)w->w[flat + i];
+    for (i = 0; i < n; i++) out[i] = (float)w->w[flat + i];
     return;
   }
-  for (uint32_t i = 0; i < n; i++) out[i] = (float)jt_weight_s8_at(w, flat + i);
+  const uint32_t inner = w->dims[w->rank - 1], j0 = flat % inner, row = flat / inner;
+  if (w->axis + 1 != w->rank || j0 + n > inner) {
+    for (i = 0; i < n; i++) out[i] = (float)jt_weight_s8_at(w, flat + i);
+    return;
+  }
+  /* a run inside one row merged along it: the row's trained elements replace theirs */
+  for (i = 0; i < n; i++) out[i] = (float)w->w[flat + i];
+  for (uint32_t k = 0; k < w->n_sel; k++) {
+    const uint32_t j = (uint32_t)w->sel[k];
+    if (j >= j0 && j < j0 + n) out[j - j0] = (float)w->w_sel[row * w->n_sel + k];
+  }
 }
 
 /* sel_axis in [-rank, rank) as an axis in [0, rank). */
