@@ -6,6 +6,7 @@ fails at link time with the numbers; the command line writes the fixed JSON."""
 
 import json
 import struct
+import subprocess
 
 import flax.linen as nn
 import jax
@@ -17,7 +18,9 @@ import jaxtiny as jt
 import lowering
 from jaxtiny.errors import InputError
 from lowering import firmware
+from lowering.blob import read
 from lowering.cruntime import CRuntime
+from lowering.opset import OPS
 
 from helpers import FuzzBlock, labelled_batch, need_tool, quantize_8x8x2, seed_blobs
 
@@ -75,6 +78,13 @@ def test_firmware_matches_host_build(name, cpu, kernels, lib_dirs, tmp_path):
   assert_same_as_host(fw, r, tmp_path / "run", host_run(blob, x, y, tx))
   assert all(s["instructions"] > 0 for s in r.steps) and r.inference["instructions"] > 0
   assert 0 < r.stack_bytes < firmware.RAM_BYTES - fw.static_ram_bytes
+  # only the kernels (adapter and check) of the blob's own opcodes are linked
+  prog = read(blob)
+  used = {op.name for op in (*prog.train_ops, *prog.infer_ops)}
+  nm = subprocess.run([firmware.tool("arm-none-eabi-nm"), str(fw.elf)], capture_output=True,
+                      text=True, check=True).stdout.split()
+  for d in OPS:
+    assert (f"jt_op_{d.name}" in nm, f"jt_check_{d.name}" in nm) == (d.name in used,) * 2, d.name
 
 
 def test_reset_resumes_from_the_saved_state(lib_dirs, tmp_path):

@@ -400,7 +400,8 @@ static int outputs_disjoint(const jt_runtime *rt, const jt_op *op) {
 
 static jt_status check_op(jt_runtime *rt, const uint8_t *list, uint32_t i, uint32_t where) {
   const jt_op_rec *r = (const jt_op_rec *)(const void *)(list + i * OP_BYTES);
-  if (r->opcode > JT_LAST_OPCODE || !jt_rules[r->opcode].known)
+  if (r->opcode > JT_LAST_OPCODE || !jt_rules[r->opcode].known ||
+      jt_check_table[r->opcode] == NULL)  /* not in this build (JT_OPS_USED) */
     return fail(rt, JT_E_OPCODE, where, i);
   const jt_op_rule *rule = &jt_rules[r->opcode];
   if ((uint64_t)r->operand_start + r->operand_count > rt->n_operands ||
