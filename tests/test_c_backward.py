@@ -441,7 +441,9 @@ def test_bottleneck_bw(seed: int) -> None:
   if with_gx:
     same_bits(gx, gx_want)
   if train:
-    assert calls == list(range(c * kx))  # row by row, channels ascending
+    # each element once, a row's chunk before any later row's (chunks of pairs interleave)
+    assert sorted(calls) == list(range(c * kx))
+    assert all(calls.index(r * kx) < calls.index((r + 1) * kx) for r in range(c - 1))
     want = np.concatenate([want_grads[ch].reshape(1, -1) for ch in range(c)])
     same_bits(got_grads, want)
     if zero_row:

@@ -18,7 +18,8 @@
  *   gx      float32 (1, he, we, k) or NULL: the block input's gradient (overwritten)
  *   x       int8 (1, he, we, kx) or NULL: the expand layer's (saved) input, for the
  *           expand weight gradient; on_grad(ctx, c * kx + j, grad) receives element j of
- *           row c's gradient right after channel c (the update op applies it in place)
+ *           row c's gradient once, after channel c's planes and before any later
+ *           channel's (the update op applies it in place; elements are independent)
  *
  * For each channel c ascending (every sum bit-exact with the reference):
  *   gd[q]  = bit_d(q, c) ? (0.0f + sum_o g[q, o] * w3[o, c], o ascending) * m_d[c] : +0.0f
