@@ -187,8 +187,12 @@ def test_random_models_on_the_dsp_build(seed, lib_dirs, tmp_path):
 
 class FastPaths(nn.Module):
   """The DSP kernels' fast paths and their limits: 1x1 convs with channel counts that are
-  not multiples of 4 and an odd width, one wider than the 2x2 kernel's buffer (640), a
-  depthwise conv of 5 channels and one of 81 taps (over the 64 of the fast path)."""
+  not multiples of 4 and an odd width (the first, of 8 inputs over 17 pixels, takes the
+  widened weight), one wider than the 2x2 kernel's buffer (640), a
+  depthwise conv of 5 channels and one of 81 taps (over the 64 of the fast path); im2col
+  convs: 3x3 of 45 patch bytes over 17 pixels (a weight widened, padded to 48), 3x3 stride
+  2 of 63 (a weight padded to 64), one of 360 (over the 320 of the path), one of 63 whose
+  padded weight would not fit (1,088 bytes over 1,024)."""
 
   @nn.compact
   def __call__(self, x):
@@ -197,16 +201,22 @@ class FastPaths(nn.Module):
     x = nn.relu(nn.Conv(650, (1, 1))(x))
     x = nn.relu(nn.Conv(5, (1, 1))(x))
     x = nn.Conv(5, (9, 9), feature_group_count=5, padding="SAME")(x)
+    x = nn.relu(nn.Conv(7, (3, 3), padding="SAME")(x))
+    x = nn.relu(nn.Conv(6, (3, 3), strides=2, padding="SAME")(x))
+    x = nn.relu(nn.Conv(40, (1, 1))(x))
+    x = nn.relu(nn.Conv(7, (3, 3), padding="SAME")(x))
+    x = nn.relu(nn.Conv(17, (3, 3), padding=((1, 0), (0, 1)))(x))
     return nn.Dense(3)(x.mean(axis=(1, 2)))
 
 
 def test_fast_paths_and_their_limits(lib_dirs, tmp_path):
   module = FastPaths()
-  x = np.random.default_rng(0).normal(size=(16, 9, 7, 5)).astype(np.float32)
+  x = np.random.default_rng(0).normal(size=(16, 4, 17, 8)).astype(np.float32)
   v = module.init(jax.random.key(0), x[:1])
   qm = jt.quantize(module, v, x)
-  # trained input channels of the 1x1 convs (merged along axis 3) and a whole depthwise
-  update = jt.SparseUpdate(bias_last=5, weights={0: 0.5, 2: 0.25, 3: 0.5, 4: 1})
+  # trained input channels of the 1x1 convs and a 3x3 one (merged along axis 3), and a
+  # whole depthwise
+  update = jt.SparseUpdate(bias_last=5, weights={0: 0.5, 2: 0.25, 3: 0.5, 4: 1, 7: 0.5, 8: 0.5})
   blob = lowering.blob.encode(jt.tiny_train(qm, optimizer=jt.sgd(0.05), update=update)(
     jt.softmax_cross_entropy).lower())
   x8 = qm.quantize_input(x)

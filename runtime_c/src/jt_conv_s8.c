@@ -28,6 +28,24 @@ static inline JT_ALWAYS_INLINE int8_t requant(int32_t acc, int32_t bias, float m
   return jt_rq_apply(jt_sat_add_i32(acc, bias), m, q);
 }
 
+#if JT_DSP && defined(__ARM_FP)
+/* requant() of two outputs, (a0, b0, m0) and (a1, b1, m1), as the 16-bit lanes of a word:
+ * the two clamps run as one (jt_clamp2; clamp(r, ilo, ihi) + y_zero = clamp(r + y_zero,
+ * lo, hi)), with l from rq_lanes. */
+static inline JT_ALWAYS_INLINE int32_t rq_two(int32_t a0, int32_t b0, float m0, int32_t a1,
+                                              int32_t b1, float m1, const int32_t l[3]) {
+  const int32_t r0 = jt_round_f32_i32((float)jt_sat_add_i32(a0, b0) * m0);
+  const int32_t r1 = jt_round_f32_i32((float)jt_sat_add_i32(a1, b1) * m1);
+  return jt_clamp2(r0, r1, l[0], l[1], l[2]);
+}
+
+/* l = y_zero, lo and hi of q, each in both 16-bit lanes. */
+static void rq_lanes(const jt_rq *q, int32_t l[3]) {
+  const int32_t v[3] = {q->y_zero, q->ilo + q->y_zero, q->ihi + q->y_zero};
+  for (uint32_t i = 0; i < 3; i++) l[i] = (int32_t)(((uint32_t)v[i] & 0xFFFFu) * 0x10001u);
+}
+#endif
+
 /* The dot product with a row merged along its own (innermost) axis: element c is ws[k]
  * where sel[k] == c, else w[c]. Computed as the full row's dot product plus what the
  * trained elements change, sum over k of (x[sel[k]] - z) * (ws[k] - w[sel[k]]): exact in
@@ -46,7 +64,8 @@ static int32_t dot_merged_s8(const int8_t *x, int32_t z, const int8_t *w, const 
 /* Output channel o of a 1x1 weight (O, 1, 1, ci): its full row, and the trained part
  * (NULL if none) when the weight is merged along the output (axis 0) or input (axis 3)
  * channels. */
-static const int8_t *pw_row(const jt_weight_s8 *w, uint32_t o, uint32_t ci, const int8_t **part) {
+static inline JT_ALWAYS_INLINE const int8_t *pw_row(const jt_weight_s8 *w, uint32_t o,
+                                                    uint32_t ci, const int8_t **part) {
   *part = NULL;
   if (w->w_sel == NULL) return w->w + o * ci;
   if (w->axis == 3) {
@@ -63,10 +82,24 @@ static int32_t pw_dot(const int8_t *x, int32_t z, const jt_weight_s8 *w, const i
                       : dot_merged_s8(x, z, row, part, w->sel, w->n_sel, ci);
 }
 
+/* y = the outputs of one pixel x of ci channels through a 1x1 weight, channel by channel. */
+static void pw_pixel(const int8_t *x, const jt_weight_s8 *w, uint32_t ci, uint32_t o_count,
+                     const int32_t *bias, const float *m, int32_t z, const jt_rq *q,
+                     int8_t *y) {
+  for (uint32_t o = 0; o < o_count; o++) {
+    const int8_t *part, *row = pw_row(w, o, ci, &part);
+    y[o] = requant(pw_dot(x, z, w, row, part, ci), bias[o], m[o], q);
+  }
+}
+
 #if JT_DSP
 /* Channels the 2x2 pointwise kernel takes (its stack buffer: 4 bytes a channel); a wider
  * layer runs pixel by pixel. */
 #define PW_MAX_CI 640u
+/* Output channels a pixel pair sums before requantizing them in one tight loop. */
+#define PW_CHUNK 32u
+/* Bytes of the weight copy (pw_plain, pw_widen) a row call may make on the stack. */
+#define PW_MAX_W 1024u
 
 /* (x - z) of two pixels a and b as 16-bit pairs, for each 4 channels the words (a0, a2),
  * (b0, b2), (a1, a3), (b1, b3): the order the 2x2 kernel multiplies them in. */
@@ -81,28 +114,194 @@ static void pw_expand(const int8_t *xa, const int8_t *xb, int32_t off, uint32_t 
   }
 }
 
-/* s[0..4) = the dots of pixels (a, b) x rows (wa, wb) over the first c4 channels, from the
- * expanded pixels: each weight load feeds four SMLADs. */
-static void pw_2x2(const int32_t *xp, const int8_t *wa, const int8_t *wb, uint32_t c4,
-                   int32_t s[4]) {
-  int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-  for (uint32_t c = 0; c < c4; c += 4, xp += 4) {
-    const int32_t ua = jt_ld_s8x4(wa + c), ub = jt_ld_s8x4(wb + c);
-    const int32_t p02 = __sxtb16(ua), q02 = __sxtb16(ub);
-    s0 = __smlad(xp[0], p02, s0);
-    s2 = __smlad(xp[1], p02, s2);
-    s1 = __smlad(xp[0], q02, s1);
-    s3 = __smlad(xp[1], q02, s3);
-    const int32_t p13 = jt_sxtb16_ror8(ua), q13 = jt_sxtb16_ror8(ub);
-    s0 = __smlad(xp[2], p13, s0);
-    s2 = __smlad(xp[3], p13, s2);
-    s1 = __smlad(xp[2], q13, s1);
-    s3 = __smlad(xp[3], q13, s3);
+/* For pairs k: s[2k], s[2k + 1], s[PW_CHUNK + 2k], s[PW_CHUNK + 2k + 1] = the dots of
+ * pixels a, b x rows (wa + k * step, wb + k * step) over the first c4 channels, from the
+ * expanded pixels: each weight load feeds four SMLADs. Out of line: its loop keeps all it
+ * needs in registers. */
+static JT_NOINLINE void pw_2x2(const int32_t *xp, const int8_t *wa, const int8_t *wb,
+                              uint32_t step, uint32_t c4, uint32_t pairs, int32_t *s) {
+  /* the rows run on from one pair to the next, skipping step - c4 bytes; the x buffer's
+   * end stops the inner loop */
+  const int32_t *xend = xp + c4;
+  for (uint32_t k = 0; k < pairs; k++, s += 2) {
+    if (k > 0) {
+      wa += step - c4;
+      wb += step - c4;
+    }
+    const int32_t *xc = xp;
+    int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (; xc < xend; wa += 4, wb += 4) {
+      const int32_t ua = jt_ld_s8x4(wa), ub = jt_ld_s8x4(wb);
+      int32_t xa, xb;
+      jt_ld2_inc(&xc, &xa, &xb);
+      const int32_t p02 = __sxtb16(ua), q02 = __sxtb16(ub);
+      s0 = __smlad(xa, p02, s0);
+      s2 = __smlad(xb, p02, s2);
+      s1 = __smlad(xa, q02, s1);
+      s3 = __smlad(xb, q02, s3);
+      jt_ld2_inc(&xc, &xa, &xb);
+      const int32_t p13 = jt_sxtb16_ror8(ua), q13 = jt_sxtb16_ror8(ub);
+      s0 = __smlad(xa, p13, s0);
+      s2 = __smlad(xb, p13, s2);
+      s1 = __smlad(xa, q13, s1);
+      s3 = __smlad(xb, q13, s3);
+    }
+    s[0] = s0;
+    s[1] = s1;
+    s[PW_CHUNK] = s2;
+    s[PW_CHUNK + 1] = s3;
   }
-  s[0] = s0;
-  s[1] = s1;
-  s[2] = s2;
-  s[3] = s3;
+}
+
+/* pw_2x2 on rows pre-widened by pw_widen (two words a 4 channels, c4 = ci): pair k's rows
+ * start at we + k * c4 and ab words further. */
+static JT_NOINLINE void pw_2x2w(const int32_t *xp, const int32_t *we, uint32_t ab, uint32_t c4,
+                               uint32_t pairs, int32_t *s) {
+  const int32_t *ra = we;
+  for (int32_t *end = s + 2 * pairs; s < end; s += 2, ra += c4 / 2) {
+    const int32_t *rb = ra + ab, *xc = xp;
+    int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (const int32_t *stop = ra + c4 / 2; ra < stop;) {
+      int32_t p02, p13, q02, q13, xa, xb;
+      jt_ld2_inc(&ra, &p02, &p13);
+      jt_ld2_inc(&xc, &xa, &xb);
+      s0 = __smlad(xa, p02, s0);
+      s2 = __smlad(xb, p02, s2);
+      jt_ld2_inc(&rb, &q02, &q13);
+      s1 = __smlad(xa, q02, s1);
+      s3 = __smlad(xb, q02, s3);
+      jt_ld2_inc(&xc, &xa, &xb);
+      s0 = __smlad(xa, p13, s0);
+      s2 = __smlad(xb, p13, s2);
+      s1 = __smlad(xa, q13, s1);
+      s3 = __smlad(xb, q13, s3);
+    }
+    s[0] = s0;
+    s[1] = s1;
+    s[PW_CHUNK] = s2;
+    s[PW_CHUNK + 1] = s3;
+  }
+}
+
+/* ya[i], yb[i] = the requantized sa[i], sb[i] for i < n (two pixels' outputs of the same
+ * channels): one tight loop, each bias and multiplier loaded once, q's fields kept in
+ * registers. */
+static void rq_pair(const int32_t *sa, const int32_t *sb, const int32_t *bias, const float *m,
+                    const jt_rq *q, uint32_t n, int8_t *ya, int8_t *yb) {
+#if defined(__ARM_FP)
+  int32_t l[3];
+  rq_lanes(q, l);
+  for (uint32_t i = 0; i < n; i++) {
+    const uint32_t v = (uint32_t)rq_two(sa[i], bias[i], m[i], sb[i], bias[i], m[i], l);
+    ya[i] = (int8_t)(uint8_t)v;
+    yb[i] = (int8_t)(uint8_t)(v >> 16);
+  }
+#else
+  const jt_rq r = *q;
+  for (uint32_t i = 0; i < n; i++) {
+    ya[i] = requant(sa[i], bias[i], m[i], &r);
+    yb[i] = requant(sb[i], bias[i], m[i], &r);
+  }
+#endif
+}
+
+/* ya, yb = the outputs of pixels xa, xb (ci channels each, ci <= PW_MAX_CI) by two output
+ * channels at a time; buf holds the pair's expanded channels; we, unless NULL, w's rows
+ * pre-widened. */
+static void pw_pair(const int8_t *xa, const int8_t *xb, const jt_weight_s8 *w,
+                    const int32_t *we, uint32_t ci, uint32_t o_count, const int32_t *bias,
+                    const float *m, int32_t z, const jt_rq *q, int32_t *buf, int8_t *ya,
+                    int8_t *yb) {
+  const uint32_t c4 = ci & ~3u;
+  pw_expand(xa, xb, jt_neg_pair(z), c4, buf);
+  int32_t sa[2 * PW_CHUNK], *sb = sa + PW_CHUNK;  /* pixel a's sums, then b's */
+  for (uint32_t o0 = 0; o0 < o_count; o0 += PW_CHUNK) {
+    const uint32_t n = o_count - o0 < PW_CHUNK ? o_count - o0 : PW_CHUNK;
+    uint32_t k = 0;
+    if (we != NULL) {  /* an odd last row pairs with itself (its second sums unused) */
+      pw_2x2w(buf, we + o0 * ci / 2, ci / 2, ci, n / 2, sa);
+      if (n % 2 != 0) pw_2x2w(buf, we + (o0 + n - 1) * ci / 2, 0, ci, 1, sa + n - 1);
+      k = n;
+    } else if (w->w_sel == NULL && c4 == ci) {  /* rows side by side, no tail: one call */
+      const int8_t *wa = w->w + o0 * ci;
+      k = n & ~1u;
+      pw_2x2(buf, wa, wa + ci, 2 * ci, c4, k / 2, sa);
+    }
+    for (; k + 2 <= n; k += 2) {
+      const int8_t *pa, *pb;
+      const int8_t *wa = pw_row(w, o0 + k, ci, &pa), *wb = pw_row(w, o0 + k + 1, ci, &pb);
+      int32_t *a = sa + k, *b = sb + k;
+      pw_2x2(buf, wa, wb, 0, c4, 1, a);
+      for (uint32_t c = c4; c < ci; c++) {
+        const int32_t u = (int32_t)xa[c] - z, v = (int32_t)xb[c] - z;
+        a[0] += u * wa[c];
+        a[1] += u * wb[c];
+        b[0] += v * wa[c];
+        b[1] += v * wb[c];
+      }
+      if (pa != NULL) {  /* merged along the input channels: both rows are */
+        for (uint32_t t = 0; t < w->n_sel; t++) {
+          const uint32_t c = (uint32_t)w->sel[t];
+          const int32_t u = (int32_t)xa[c] - z, v = (int32_t)xb[c] - z;
+          const int32_t da = (int32_t)pa[t] - wa[c], db = (int32_t)pb[t] - wb[c];
+          a[0] += u * da;
+          a[1] += u * db;
+          b[0] += v * da;
+          b[1] += v * db;
+        }
+      }
+    }
+    if (k < n) {
+      const int8_t *part, *row = pw_row(w, o0 + k, ci, &part);
+      sa[k] = pw_dot(xa, z, w, row, part, ci);
+      sb[k] = pw_dot(xb, z, w, row, part, ci);
+    }
+    rq_pair(sa, sb, bias + o0, m + o0, q, n, ya + o0, yb + o0);
+  }
+}
+
+/* The plain weight *wp of w's effective rows o0 .. o0 + n (of ci bytes, merged parts
+ * applied) copied to d, each padded with zeros to len bytes: made once per row call (at
+ * most PW_MAX_W bytes at a time) so that the 2x2 kernel takes whole rows, with no merge
+ * correction or channel tail per pixel pair. */
+static const jt_weight_s8 *pw_plain(const jt_weight_s8 *w, uint32_t o0, uint32_t n,
+                                    uint32_t ci, uint32_t len, int8_t *d, jt_weight_s8 *wp) {
+  wp->w = d;
+  wp->w_sel = NULL;
+  for (uint32_t o = o0; o < o0 + n; o++, d += len) {
+    const int8_t *part, *row = pw_row(w, o, ci, &part);
+    memcpy(d, row, ci);
+    memset(d + ci, 0, len - ci);
+    for (uint32_t t = 0; part != NULL && t < w->n_sel; t++) d[w->sel[t]] = part[t];
+  }
+  return wp;
+}
+
+/* w's effective rows o0 .. o0 + n (of ci bytes, merged parts applied) widened into d as
+ * pw_2x2w reads them, each padded with zeros to len (a multiple of 4) channels: for each 4
+ * channels the words (c0, c2), (c1, c3). */
+static void pw_widen(const jt_weight_s8 *w, uint32_t o0, uint32_t n, uint32_t ci,
+                     uint32_t len, int32_t *d) {
+  for (uint32_t o = o0; o < o0 + n; o++, d += len / 2) {
+    const int8_t *part, *row = pw_row(w, o, ci, &part);
+    for (uint32_t c = 0; c < len; c += 4) {
+      int32_t u;
+      if (c + 4 <= ci) {
+        u = jt_ld_s8x4(row + c);
+      } else {  /* the last channels, then zeros */
+        uint32_t v = 0;
+        for (uint32_t j = 0; c + j < ci; j++) v |= (uint32_t)(uint8_t)row[c + j] << 8 * j;
+        u = (int32_t)v;
+      }
+      d[c / 2] = __sxtb16(u);
+      d[c / 2 + 1] = jt_sxtb16_ror8(u);
+    }
+    for (uint32_t t = 0; part != NULL && t < w->n_sel; t++) {
+      const uint32_t c = (uint32_t)w->sel[t], sh = c & 2u ? 16u : 0u;
+      uint32_t *e = (uint32_t *)d + c / 4 * 2 + (c & 1u);
+      *e = (*e & ~(0xFFFFu << sh)) | (uint32_t)(uint16_t)(int16_t)part[t] << sh;
+    }
+  }
 }
 #endif
 
@@ -116,116 +315,234 @@ static void pointwise_row(const int8_t *x, uint32_t step, uint32_t wo, const jt_
   const jt_rq q = jt_rq_make(p->y_zero, p->lo, p->hi);
   uint32_t ox = 0;
 #if JT_DSP
-  int32_t buf[PW_MAX_CI];
-  const uint32_t c4 = ci & ~3u;
-  for (; ci <= PW_MAX_CI && ox + 2 <= wo; ox += 2) {
-    const int8_t *xa = x + ox * step, *xb = xa + step;
-    int8_t *ya = y + ox * o_count, *yb = ya + o_count;
-    pw_expand(xa, xb, jt_neg_pair(z), c4, buf);
-    uint32_t o = 0;
-    for (; o + 2 <= o_count; o += 2) {
-      const int8_t *pa, *pb;
-      const int8_t *wa = pw_row(w, o, ci, &pa), *wb = pw_row(w, o + 1, ci, &pb);
-      int32_t s[4];
-      pw_2x2(buf, wa, wb, c4, s);
-      for (uint32_t c = c4; c < ci; c++) {
-        const int32_t u = (int32_t)xa[c] - z, v = (int32_t)xb[c] - z;
-        s[0] += u * wa[c];
-        s[1] += u * wb[c];
-        s[2] += v * wa[c];
-        s[3] += v * wb[c];
-      }
-      if (pa != NULL) {  /* merged along the input channels: both rows are */
-        for (uint32_t k = 0; k < w->n_sel; k++) {
-          const uint32_t c = (uint32_t)w->sel[k];
-          const int32_t u = (int32_t)xa[c] - z, v = (int32_t)xb[c] - z;
-          const int32_t da = (int32_t)pa[k] - wa[c], db = (int32_t)pb[k] - wb[c];
-          s[0] += u * da;
-          s[1] += u * db;
-          s[2] += v * da;
-          s[3] += v * db;
-        }
-      }
-      ya[o] = requant(s[0], bias[o], m[o], &q);
-      ya[o + 1] = requant(s[1], bias[o + 1], m[o + 1], &q);
-      yb[o] = requant(s[2], bias[o], m[o], &q);
-      yb[o + 1] = requant(s[3], bias[o + 1], m[o + 1], &q);
-    }
-    for (; o < o_count; o++) {
-      const int8_t *part, *row = pw_row(w, o, ci, &part);
-      ya[o] = requant(pw_dot(xa, z, w, row, part, ci), bias[o], m[o], &q);
-      yb[o] = requant(pw_dot(xb, z, w, row, part, ci), bias[o], m[o], &q);
+  int32_t buf[PW_MAX_CI], wbuf[PW_MAX_W / 4];
+  /* a long row: a small weight widened once (over fewer pixels it does not pay); else a
+   * merged one made plain, a block of output channels at a time, each over the whole row */
+  const int widen = ci % 4 == 0 && wo >= 16 && o_count * ci * 2 <= PW_MAX_W;
+  const int plainify = !widen && w->w_sel != NULL && PW_MAX_W / ci >= 2;
+  const uint32_t nb = plainify ? (PW_MAX_W / ci) & ~1u : o_count;
+  for (uint32_t o0 = 0; ci <= PW_MAX_CI && wo >= 2 && o0 < o_count; o0 += nb) {
+    const uint32_t n = o_count - o0 < nb ? o_count - o0 : nb;
+    jt_weight_s8 wp;
+    const jt_weight_s8 *wq = plainify ? pw_plain(w, o0, n, ci, ci, (int8_t *)wbuf, &wp) : w;
+    if (widen) pw_widen(w, o0, n, ci, ci, wbuf);
+    for (ox = 0; ox + 2 <= wo; ox += 2) {
+      int8_t *ya = y + ox * o_count + o0;
+      pw_pair(x + ox * step, x + (ox + 1) * step, wq, widen ? wbuf : NULL, ci, n, bias + o0,
+              m + o0, z, &q, buf, ya, ya + o_count);
     }
   }
 #endif
-  for (; ox < wo; ox++) {
-    const int8_t *xp = x + ox * step;
-    for (uint32_t o = 0; o < o_count; o++) {
-      const int8_t *part, *row = pw_row(w, o, ci, &part);
-      y[ox * o_count + o] = requant(pw_dot(xp, z, w, row, part, ci), bias[o], m[o], &q);
+  for (; ox < wo; ox++)
+    pw_pixel(x + ox * step, w, ci, o_count, bias, m, z, &q, y + ox * o_count);
+}
+
+#if JT_DSP
+/* Patch length (kh * kw * ci) the im2col path takes: its stack buffers hold a pixel pair's
+ * patches and their expansion, 6 bytes a patch byte, less than the pointwise buffer. */
+#define IM_MAX_K 320u
+
+/* The kh x kw x c patch of x whose top-left tap sits at (ys, xs), as one run of bytes in
+ * the weight's (kh, kw, c) order; padded taps read z, so they contribute 0. */
+static void im2col_patch(const int8_t *x, const jt_dims4 *xd, int64_t ys, int64_t xs,
+                         uint32_t kh, uint32_t kw, int8_t z, int8_t *d) {
+  const uint32_t c = xd->c, row = kw * c;
+  uint32_t i0, i1, j0, j1;
+  jt_tap_range(ys, kh, xd->h, &i0, &i1);
+  jt_tap_range(xs, kw, xd->w, &j0, &j1);
+  const uint32_t a = j0 * c, b = j1 * c;
+  for (uint32_t i = 0; i < kh; i++, d += row) {
+    if (i < i0 || i >= i1 || b == a) {
+      memset(d, z, row);
+      continue;
     }
+    const uint32_t iy = (uint32_t)(ys + (int64_t)i), ix = (uint32_t)(xs + (int64_t)j0);
+    const int8_t *xr = x + (iy * xd->w + ix) * c;
+    if (a > 0) memset(d, z, a);
+    memcpy(d + a, xr, b - a);
+    if (b < row) memset(d + b, z, row - b);
   }
 }
 
-/* Taps of the depthwise fast path (its stack buffer in the DSP build: 4 bytes a tap). */
+/* A conv row with groups 1 and a weight plain, merged along axis 0 (whole rows of kh * kw
+ * * ci) or, for a 1x1, along axis 3: each output pixel's patch, gathered into a stack
+ * buffer, makes it a 1x1 conv of kh * kw * ci channels for the pointwise kernels. */
+static void im2col_row(const int8_t *x, const jt_dims4 *xd, const jt_weight_s8 *w,
+                       uint32_t kh, uint32_t kw, uint32_t o_count, const int32_t *bias,
+                       const float *m, const jt_conv_s8_params *p, int64_t ys, uint32_t wo,
+                       int8_t *y) {
+  const uint32_t k = kh * kw * xd->c, k4 = (k + 3) & ~3u;
+  const int32_t z = p->x_zero;
+  const jt_rq q = jt_rq_make(p->y_zero, p->lo, p->hi);
+  int32_t buf[IM_MAX_K], wbuf[PW_MAX_W / 4];
+  int8_t patch[2 * IM_MAX_K];
+  /* the weight padded with zeros up to k4 channels (the patches with z), when it fits:
+   * widened for a long row, else, if merged or k is not a multiple of 4, made plain */
+  const int widen = wo >= 16 && o_count * k4 * 2 <= PW_MAX_W;
+  jt_weight_s8 wp;
+  uint32_t len = k, wl = k;  /* the patches' stride, the row length of w */
+  if (widen) {
+    pw_widen(w, 0, o_count, k, k4, wbuf);
+    len = k4;
+  } else if ((w->w_sel != NULL || k4 != k) && o_count * k4 <= PW_MAX_W) {
+    w = pw_plain(w, 0, o_count, k, k4, (int8_t *)wbuf, &wp);
+    len = wl = k4;
+  }
+  memset(patch + k, z, len - k);
+  memset(patch + len + k, z, len - k);
+  for (uint32_t ox = 0; ox < wo; ox += 2) {
+    const int64_t xs = (int64_t)ox * p->stride_w - p->pad_left;
+    int8_t *yo = y + ox * o_count;
+    im2col_patch(x, xd, ys, xs, kh, kw, (int8_t)z, patch);
+    if (ox + 1 < wo) {
+      im2col_patch(x, xd, ys, xs + p->stride_w, kh, kw, (int8_t)z, patch + len);
+      pw_pair(patch, patch + len, w, widen ? wbuf : NULL, len, o_count, bias, m, z, &q, buf,
+              yo, yo + o_count);
+    } else {
+      pw_pixel(patch, w, wl, o_count, bias, m, z, &q, yo);
+    }
+  }
+}
+#endif
+
+/* Taps of the depthwise fast path (its stack buffers in the DSP build: 12 bytes a tap). */
 #define DW_MAX_TAPS 64u
+/* Pixels of a depthwise row summed (4 channels each) before they are requantized. */
+#define DW_CHUNK 16u
+
+/* y[i * stride + l] = the requantized s[4 * i + l] for l < 4, i < n: four channels of n
+ * pixels, their biases and multipliers held in registers. */
+static void rq_cols4(const int32_t *s, uint32_t n, uint32_t stride, const int32_t *bias,
+                     const float *m, const jt_rq *q, int8_t *y) {
+  const int32_t b0 = bias[0], b1 = bias[1], b2 = bias[2], b3 = bias[3];
+  const float m0 = m[0], m1 = m[1], m2 = m[2], m3 = m[3];
+#if JT_DSP && defined(__ARM_FP)
+  int32_t l[3];
+  rq_lanes(q, l);
+  for (uint32_t i = 0; i < n; i++, s += 4, y += stride) {
+    /* lanes (0, 2) and (1, 3): their low bytes interleave into y[0..4) */
+    const uint32_t v02 = __uxtb16((uint32_t)rq_two(s[0], b0, m0, s[2], b2, m2, l));
+    const uint32_t v13 = __uxtb16((uint32_t)rq_two(s[1], b1, m1, s[3], b3, m3, l));
+    const uint32_t v = v02 | v13 << 8;
+    memcpy(y, &v, sizeof v);
+  }
+#else
+  const jt_rq r = *q;
+  for (uint32_t i = 0; i < n; i++, s += 4, y += stride) {
+    y[0] = requant(s[0], b0, m0, &r);
+    y[1] = requant(s[1], b1, m1, &r);
+    y[2] = requant(s[2], b2, m2, &r);
+    y[3] = requant(s[3], b3, m3, &r);
+  }
+#endif
+}
+
+#if JT_DSP
+/* s[4 * p + l] += channel l's sum of pixel p < npix over taps t < n, of x at x0 + p * xstep
+ * + xoff[t] and weights wt[2 * t + 0..1] (each tap's weights of channels (0, 2) and (1, 3)
+ * as 16-bit pairs): a flat loop over the taps, out of line so that it keeps all it needs
+ * in registers. */
+static JT_NOINLINE void dw_taps(const int8_t *x0, uint32_t xstep, uint32_t npix,
+                                const int32_t *xoff, const int32_t *wt, uint32_t n,
+                                int32_t off, int32_t *s) {
+  const int32_t *tend = xoff + n;
+  for (uint32_t p = 0; p < npix; p++, s += 4) {
+    if (p > 0) x0 += xstep;
+    const int32_t *wp = wt;
+    int32_t a0 = s[0], a1 = s[1], a2 = s[2], a3 = s[3];
+    for (const int32_t *t = xoff; t < tend; t++) {
+      int32_t w02, w13;
+      jt_ld2_inc(&wp, &w02, &w13);
+      const int32_t v = jt_ld_s8x4(x0 + *t);
+      const int32_t x02 = __sxtab16(off, v), x13 = jt_sxtab16_ror8(off, v);
+      a0 = __smlabb(x02, w02, a0);
+      a2 = __smlatt(x02, w02, a2);
+      a1 = __smlabb(x13, w13, a1);
+      a3 = __smlatt(x13, w13, a3);
+    }
+    s[0] = a0;
+    s[1] = a1;
+    s[2] = a2;
+    s[3] = a3;
+  }
+}
+#endif
 
 /* Depthwise channels [0, n4) (one filter per channel, weights (O, kh, kw, 1); n4 a
  * multiple of 4) of one output row, four channels at a time: they lie side by side in x,
  * so the DSP build loads the four with one word, and their weights, gathered once per
- * row into one word a tap, with another; 16-bit lanes multiply pairwise (SMLAxy). */
+ * row into two words a tap of 16-bit pairs, with one LDRD; 16-bit lanes multiply pairwise
+ * (SMLAxy). A run of pixels with whole windows takes one flat loop over the taps per
+ * pixel, a window cut by an edge one per tap row; the sums of DW_CHUNK pixels are
+ * requantized together. */
 static void depthwise_row(const int8_t *x, const jt_dims4 *xd, int64_t ys, uint32_t i0,
                           uint32_t i1, const int8_t *w, uint32_t kh, uint32_t kw,
                           const jt_conv_s8_params *p, uint32_t wo, uint32_t n4,
                           const int32_t *bias, const float *m, const jt_rq *q, int8_t *y) {
-  const uint32_t c = xd->c, k = kh * kw;
+  const uint32_t c = xd->c, k = kh * kw, row = xd->w * c;
   const int32_t z = p->x_zero;
+  int32_t s[4 * DW_CHUNK];
 #if JT_DSP
-  int32_t wt[DW_MAX_TAPS];
+  /* wt: the weights of 4 channels, xoff: the taps' offsets in x from tap (0, 0) */
+  int32_t wt[2 * DW_MAX_TAPS], xoff[DW_MAX_TAPS];
   const int32_t off = jt_neg_pair(z);
+  for (uint32_t i = 0; i < kh; i++)
+    for (uint32_t j = 0; j < kw; j++) xoff[i * kw + j] = (int32_t)(i * row + j * c);
+  /* pixels [oxa, oxb) have whole windows (no rows at all: none) */
+  const int64_t sw = p->stride_w, last = (int64_t)xd->w + p->pad_left - (int64_t)kw;
+  const uint32_t xstep = (uint32_t)p->stride_w * c;
+  uint32_t oxa = (uint32_t)(((int64_t)p->pad_left + sw - 1) / sw), oxb = 0;
+  if (i1 > i0 && last >= 0) oxb = (uint32_t)(last / sw + 1 < (int64_t)wo ? last / sw + 1 : wo);
+  if (oxa > oxb) oxa = oxb;
 #endif
   for (uint32_t o = 0; o < n4; o += 4) {
 #if JT_DSP
-    for (uint32_t t = 0; t < k; t++)
-      wt[t] = (int32_t)((uint32_t)(uint8_t)w[o * k + t] |
-                        (uint32_t)(uint8_t)w[(o + 1) * k + t] << 8 |
-                        (uint32_t)(uint8_t)w[(o + 2) * k + t] << 16 |
-                        (uint32_t)(uint8_t)w[(o + 3) * k + t] << 24);
+    for (uint32_t t = 0; t < k; t++) {  /* channels (0, 2) and (1, 3) as 16-bit pairs */
+      const int8_t *wc = w + o * k + t;
+      wt[2 * t] = (int32_t)((uint32_t)(uint16_t)wc[0] | (uint32_t)wc[2 * k] << 16);
+      wt[2 * t + 1] = (int32_t)((uint32_t)(uint16_t)wc[k] | (uint32_t)wc[3 * k] << 16);
+    }
 #endif
-    for (uint32_t ox = 0; ox < wo; ox++) {
-      const int64_t xs = (int64_t)ox * p->stride_w - p->pad_left;
-      uint32_t j0, j1;
-      jt_tap_range(xs, kw, xd->w, &j0, &j1);
-      int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-      for (uint32_t i = i0; i < i1 && j1 > j0; i++) {
-        const uint32_t iy = (uint32_t)(ys + (int64_t)i), ix = (uint32_t)(xs + (int64_t)j0);
-        const int8_t *xr = x + (iy * xd->w + ix) * c + o;
+    for (uint32_t ox0 = 0; ox0 < wo; ox0 += DW_CHUNK) {
+      const uint32_t n = wo - ox0 < DW_CHUNK ? wo - ox0 : DW_CHUNK;
+      for (uint32_t t = 0; t < n;) {
+        const int64_t xs = (int64_t)(ox0 + t) * p->stride_w - p->pad_left;
+        int32_t *a = s + 4 * t;
 #if JT_DSP
-        const int32_t *wr = wt + i * kw + j0;
-        for (uint32_t j = j0; j < j1; j++, xr += c, wr++) {
-          const int32_t v = jt_ld_s8x4(xr), u = *wr;
-          const int32_t x02 = __sxtab16(off, v), x13 = jt_sxtab16_ror8(off, v);
-          const int32_t w02 = __sxtb16(u), w13 = jt_sxtb16_ror8(u);
-          a0 = __smlabb(x02, w02, a0);
-          a2 = __smlatt(x02, w02, a2);
-          a1 = __smlabb(x13, w13, a1);
-          a3 = __smlatt(x13, w13, a3);
-        }
-#else
-        const int8_t *wr = w + (o * kh + i) * kw + j0;
-        for (uint32_t j = j0; j < j1; j++, xr += c, wr++) {
-          a0 += ((int32_t)xr[0] - z) * wr[0];
-          a1 += ((int32_t)xr[1] - z) * wr[k];
-          a2 += ((int32_t)xr[2] - z) * wr[2 * k];
-          a3 += ((int32_t)xr[3] - z) * wr[3 * k];
+        if (ox0 + t >= oxa && ox0 + t < oxb) {  /* whole windows: one call for the run */
+          const uint32_t run = (oxb < ox0 + n ? oxb : ox0 + n) - (ox0 + t);
+          memset(a, 0, 4 * run * sizeof *a);
+          const uint32_t iy = (uint32_t)(ys + (int64_t)i0);
+          const int8_t *x0 = x + (iy * xd->w + (uint32_t)xs) * c + o;
+          dw_taps(x0, xstep, run, xoff, wt + 2 * i0 * kw, (i1 - i0) * kw, off, a);
+          t += run;
+          continue;
         }
 #endif
+        uint32_t j0, j1;
+        jt_tap_range(xs, kw, xd->w, &j0, &j1);
+        memset(a, 0, 4 * sizeof *a);
+        if (j1 > j0 && i1 > i0) {
+          const uint32_t ix = (uint32_t)(xs + (int64_t)j0);
+          const int8_t *x0 = x + ((uint32_t)(ys + (int64_t)i0) * xd->w + ix) * c + o;
+#if JT_DSP
+          for (uint32_t i = i0; i < i1; i++)  /* cut by an edge: row by row */
+            dw_taps(x0 + (i - i0) * row, 0, 1, xoff, wt + 2 * (i * kw + j0), j1 - j0, off, a);
+#else
+          for (uint32_t i = i0; i < i1; i++) {
+            const int8_t *xr = x0 + (i - i0) * row, *wr = w + (o * kh + i) * kw + j0;
+            for (uint32_t j = j0; j < j1; j++, xr += c, wr++) {
+              a[0] += ((int32_t)xr[0] - z) * wr[0];
+              a[1] += ((int32_t)xr[1] - z) * wr[k];
+              a[2] += ((int32_t)xr[2] - z) * wr[2 * k];
+              a[3] += ((int32_t)xr[3] - z) * wr[3 * k];
+            }
+          }
+#endif
+        }
+        t++;
       }
-      int8_t *yo = y + ox * c + o;
-      yo[0] = requant(a0, bias[o], m[o], q);
-      yo[1] = requant(a1, bias[o + 1], m[o + 1], q);
-      yo[2] = requant(a2, bias[o + 2], m[o + 2], q);
-      yo[3] = requant(a3, bias[o + 3], m[o + 3], q);
+      rq_cols4(s, n, c, bias + o, m + o, q, y + ox0 * c + o);
     }
   }
 }
@@ -281,6 +598,13 @@ jt_status jt_conv2d_s8_row(const int8_t *x, const jt_dims4 *x_dims, const jt_wei
                   wo, w, ci, o_count, bias, m, p, y_row);
     return JT_OK;
   }
+#if JT_DSP
+  if (p->groups == 1 && kh * kw * ci <= IM_MAX_K &&
+      (plain || w->axis == 0 || (w->axis == 3 && kh * kw == 1))) {
+    im2col_row(x, x_dims, w, kh, kw, o_count, bias, m, p, ys, wo, y_row);
+    return JT_OK;
+  }
+#endif
   /* one filter per input channel: the fast path takes the channels in fours */
   const uint32_t n4 = plain && ci == 1 && og == 1 && kh * kw <= DW_MAX_TAPS ? o_count & ~3u : 0;
   if (n4 != 0)
@@ -326,6 +650,16 @@ jt_status jt_conv2d_s8(const int8_t *x, const jt_dims4 *x_dims, const jt_weight_
                        const jt_conv_s8_params *p, int8_t *y, const jt_dims4 *y_dims) {
   const uint32_t image = x_dims->h * x_dims->w * x_dims->c;
   const uint32_t row = y_dims->w * y_dims->c;
+  if (w_dims->h == 1 && w_dims->w == 1 && p->stride_h == 1 && p->stride_w == 1 &&
+      p->pad_top == 0 && p->pad_bottom == 0 && p->pad_left == 0 && p->pad_right == 0) {
+    /* a 1x1 conv of stride 1 without padding: each image one row of h * w pixels (the
+     * kernels' per-row setup, such as a merged weight made plain, made once) */
+    const jt_dims4 flat = {x_dims->n, 1, x_dims->h * x_dims->w, x_dims->c};
+    for (uint32_t n = 0; n < y_dims->n; n++)
+      jt_conv2d_s8_row(x + n * image, &flat, w, w_dims, bias, m, p, 0, flat.w,
+                       y + n * y_dims->h * row);
+    return JT_OK;
+  }
   for (uint32_t n = 0; n < y_dims->n; n++) {
     for (uint32_t oy = 0; oy < y_dims->h; oy++) {
       jt_conv2d_s8_row(x + n * image, x_dims, w, w_dims, bias, m, p, oy, y_dims->w,

@@ -9,11 +9,14 @@
 #include <stdint.h>
 #include <string.h>
 
-/* The hottest helpers are forced inline: gcc -O2 otherwise keeps some as calls. */
+/* The hottest helpers are forced inline: gcc -O2 otherwise keeps some as calls; a hot
+ * loop kept out of line keeps its registers from its caller's pressure. */
 #if defined(__GNUC__)
 #define JT_ALWAYS_INLINE __attribute__((always_inline))
+#define JT_NOINLINE __attribute__((noinline))
 #else
 #define JT_ALWAYS_INLINE
+#define JT_NOINLINE
 #endif
 
 #if defined(__ARM_FEATURE_DSP) && !defined(JT_PORTABLE_KERNELS)
@@ -39,6 +42,34 @@ static inline JT_ALWAYS_INLINE int32_t jt_sxtb16_ror8(int32_t b) {
   int32_t r;
   __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(b));
   return r;
+}
+
+/* *a, *b = p[0], p[1] (p word aligned), p advanced by 2: one LDRD, which gcc does not
+ * form from two loads or a 64-bit memcpy here. */
+static inline JT_ALWAYS_INLINE void jt_ld2_inc(const int32_t **p, int32_t *a, int32_t *b) {
+  __asm__("ldrd %0, %1, [%2], #8"
+          : "=r"(*a), "=r"(*b), "+r"(*p)
+          : "m"(*(const int32_t(*)[2])(*p)));
+}
+
+/* The 16-bit lanes (r0, r1) of y = clamp(r + z, lo, hi), each of z2, lo2, hi2 holding its
+ * value in both lanes (lo <= hi int8): r saturated to 16 bits, QADD16 of z and a
+ * SSUB16 + SEL per bound keep every lane on the same side of lo and hi as r + z. */
+static inline JT_ALWAYS_INLINE int32_t jt_clamp2(int32_t r0, int32_t r1, int32_t z2,
+                                                 int32_t lo2, int32_t hi2) {
+  int32_t v, t;
+  __asm__("ssat %0, #16, %2\n\t"
+          "ssat %1, #16, %3\n\t"
+          "pkhbt %0, %0, %1, lsl #16\n\t"
+          "qadd16 %0, %0, %4\n\t"
+          "ssub16 %1, %0, %5\n\t"
+          "sel %0, %0, %5\n\t"
+          "ssub16 %1, %6, %0\n\t"
+          "sel %0, %0, %6"
+          : "=&r"(v), "=&r"(t)
+          : "r"(r0), "r"(r1), "r"(z2), "r"(lo2), "r"(hi2)
+          : "cc");
+  return v;
 }
 
 /* Both 16-bit lanes holding -zero: __sxtab16(jt_neg_pair(z), x) is (x0 - z, x2 - z). */
