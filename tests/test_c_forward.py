@@ -413,10 +413,13 @@ def test_copy(lib) -> None:
 
 def test_mask(lib) -> None:
   rng = np.random.default_rng(46)
-  for n in (1, 7, 8, 9, 16, 61):
+  # random clamps, then the full range and the empty and nearly empty ones
+  bounds = [sorted(int(v) for v in rng.integers(-128, 128, size=2)) for _ in range(6)]
+  bounds += [[-128, 127], [5, 5], [5, 6], [0, 2], [-128, -127], [126, 127]]
+  for n, (lo, hi) in zip((1, 7, 8, 9, 16, 61, 64, 65, 23, 40, 9, 33), bounds, strict=True):
     y = rand_i8(rng, (n,))
-    lo, hi = sorted(int(v) for v in rng.integers(-128, 128, size=2))
     y[: n // 3] = lo  # on the clamp: outside
+    y[n // 3: n // 2] = hi
     rng.shuffle(y)
     want = np.packbits((y > lo) & (y < hi), bitorder="little")
     mask = np.full(want.shape, 0xFF, np.uint8)

@@ -3,6 +3,7 @@
 #include "jt_eltwise_s8.h"
 
 #include "jt_internal.h"
+#include "jt_simd.h"
 
 /* --- kernels ------------------------------------------------------------------------------ */
 
@@ -45,8 +46,34 @@ jt_status jt_copy_bytes(const void *x, uint32_t nbytes, void *y) {
   return JT_OK;
 }
 
+#if JT_DSP
+/* Bit k of the result (k < 4): lo1 <= byte k of v <= hi1, each of lo1 and hi1 holding its
+ * bound in all four bytes: two SSUB8 compares, their GE flags turned into byte masks by
+ * SEL, then one bit a byte gathered by a multiply. */
+static inline uint32_t in_range4(int32_t v, uint32_t lo1, uint32_t hi1) {
+  uint32_t t, m;
+  __asm__("ssub8 %0, %2, %3\n\t"
+          "sel %1, %4, %5\n\t"
+          "ssub8 %0, %6, %2\n\t"
+          "sel %1, %1, %5"
+          : "=&r"(t), "=&r"(m)
+          : "r"(v), "r"(lo1), "r"(0xFFFFFFFFu), "r"(0u), "r"(hi1)
+          : "cc");
+  return ((m & 0x01010101u) * 0x01020408u) >> 24;
+}
+#endif
+
 jt_status jt_mask_s8(const int8_t *y, uint32_t n, int32_t lo, int32_t hi, uint8_t *mask) {
   uint32_t i = 0, byte = 0;
+#if JT_DSP
+  if (hi - lo >= 2) {  /* lo + 1 and hi - 1 are then int8; else no element is inside */
+    const uint32_t lo1 = (uint32_t)(uint8_t)(lo + 1) * 0x01010101u;
+    const uint32_t hi1 = (uint32_t)(uint8_t)(hi - 1) * 0x01010101u;
+    for (; i + 8 <= n; i += 8)
+      mask[byte++] = (uint8_t)(in_range4(jt_ld_s8x4(y + i), lo1, hi1) |
+                               in_range4(jt_ld_s8x4(y + i + 4), lo1, hi1) << 4);
+  }
+#endif
   while (i < n) {
     uint32_t bits = 0;
     for (uint32_t k = 0; k < 8u && i < n; k++, i++) {
