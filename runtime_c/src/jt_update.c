@@ -155,13 +155,13 @@ void jt_update_apply(const jt_update_ctx *ctx, uint32_t index, float grad) {
     /* finite delta, |p| <= 128: p - delta and the rounding stay finite; clamp in float */
     float r = round_mode(ctx, (float)p[index] - delta, index);
     r = r < -127.0f ? -127.0f : (r > 127.0f ? 127.0f : r);
-    p[index] = (int8_t)jt_f32_to_i32(r);
+    p[index] = (int8_t)(int32_t)r;  /* finite and clamped: the cast is exact */
   } else {
     int32_t *p = (int32_t *)ctx->p;
     float s = round_mode(ctx, -delta, index);
     /* the step is bounded to +-2**30 before the integer cast, then added saturating */
     s = s < -1073741824.0f ? -1073741824.0f : (s > 1073741824.0f ? 1073741824.0f : s);
-    p[index] = jt_sat_add_i32(p[index], jt_f32_to_i32(s));
+    p[index] = jt_sat_add_i32(p[index], (int32_t)s);  /* finite and clamped: exact cast */
   }
 }
 
