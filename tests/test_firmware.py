@@ -192,7 +192,7 @@ class FastPaths(nn.Module):
   depthwise conv of 5 channels and one of 81 taps (over the 64 of the fast path); im2col
   convs: 3x3 of 45 patch bytes over 17 pixels (a weight widened, padded to 48), 3x3 stride
   2 of 63 (a weight padded to 64), one of 360 (over the 320 of the path), one of 63 whose
-  padded weight would not fit (1,088 bytes over 1,024)."""
+  padded weight would not fit (1,600 bytes over 1,536); biases too big to start the sums."""
 
   @nn.compact
   def __call__(self, x):
@@ -205,7 +205,7 @@ class FastPaths(nn.Module):
     x = nn.relu(nn.Conv(6, (3, 3), strides=2, padding="SAME")(x))
     x = nn.relu(nn.Conv(40, (1, 1))(x))
     x = nn.relu(nn.Conv(7, (3, 3), padding="SAME")(x))
-    x = nn.relu(nn.Conv(17, (3, 3), padding=((1, 0), (0, 1)))(x))
+    x = nn.relu(nn.Conv(25, (3, 3), padding=((1, 0), (0, 1)))(x))
     return nn.Dense(3)(x.mean(axis=(1, 2)))
 
 
@@ -214,6 +214,10 @@ def test_fast_paths_and_their_limits(lib_dirs, tmp_path):
   x = np.random.default_rng(0).normal(size=(16, 4, 17, 8)).astype(np.float32)
   v = module.init(jax.random.key(0), x[:1])
   qm = jt.quantize(module, v, x)
+  # biases at the int32 limits (of a 1x1, the depthwise and a 3x3 conv): their sums add
+  # them last, saturating, where the others' start from them
+  for name in ("Conv_0", "Conv_1", "Conv_5"):
+    qm.params[name]["bias"][:2] = (2**31 - 1000, -2**31 + 5)
   # trained input channels of the 1x1 convs and a 3x3 one (merged along axis 3), and a
   # whole depthwise
   update = jt.SparseUpdate(bias_last=5, weights={0: 0.5, 2: 0.25, 3: 0.5, 4: 1, 7: 0.5, 8: 0.5})

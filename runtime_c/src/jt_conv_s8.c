@@ -28,15 +28,36 @@ static inline JT_ALWAYS_INLINE int8_t requant(int32_t acc, int32_t bias, float m
   return jt_rq_apply(jt_sat_add_i32(acc, bias), m, q);
 }
 
+/* Whether the biases b[0..n) may start the sums of len products (x - z) * w (each at most
+ * 255 * 128 in magnitude; len at most 640 here): no partial sum then leaves int32, so the
+ * total is exact and equals jt_sat_add_i32(acc, b). */
+static int bias_fold(const int32_t *b, uint32_t n, uint32_t len) {
+  const int32_t lim = INT32_MAX - (int32_t)(255u * 128u * len);
+  for (uint32_t o = 0; o < n; o++)
+    if (b[o] > lim || b[o] < -lim) return 0;
+  return 1;
+}
+
 #if JT_DSP && defined(__ARM_FP)
-/* requant() of two outputs, (a0, b0, m0) and (a1, b1, m1), as the 16-bit lanes of a word:
- * the two clamps run as one (jt_clamp2; clamp(r, ilo, ihi) + y_zero = clamp(r + y_zero,
- * lo, hi)), with l from rq_lanes. */
-static inline JT_ALWAYS_INLINE int32_t rq_two(int32_t a0, int32_t b0, float m0, int32_t a1,
-                                              int32_t b1, float m1, const int32_t l[3]) {
-  const int32_t r0 = jt_round_f32_i32((float)jt_sat_add_i32(a0, b0) * m0);
-  const int32_t r1 = jt_round_f32_i32((float)jt_sat_add_i32(a1, b1) * m1);
+/* jt_rq_apply() of two sums t0, t1 (their biases added), with multipliers m0, m1, as the
+ * 16-bit lanes of a word: the two clamps run as one (jt_clamp2; clamp(r, ilo, ihi) +
+ * y_zero = clamp(r + y_zero, lo, hi)), with l from rq_lanes. */
+static inline JT_ALWAYS_INLINE int32_t rq_two(int32_t t0, float m0, int32_t t1, float m1,
+                                              const int32_t l[3]) {
+  const int32_t r0 = jt_round_f32_i32((float)t0 * m0);
+  const int32_t r1 = jt_round_f32_i32((float)t1 * m1);
   return jt_clamp2(r0, r1, l[0], l[1], l[2]);
+}
+
+/* y[0..4) = jt_rq_apply(tj, mj) for j < 4 through rq_two, one word store: lanes (0, 2)
+ * and (1, 3), their low bytes interleaved. */
+static inline JT_ALWAYS_INLINE void rq_four(int32_t t0, int32_t t1, int32_t t2, int32_t t3,
+                                            float m0, float m1, float m2, float m3,
+                                            const int32_t l[3], int8_t *y) {
+  const uint32_t v02 = __uxtb16((uint32_t)rq_two(t0, m0, t2, m2, l));
+  const uint32_t v13 = __uxtb16((uint32_t)rq_two(t1, m1, t3, m3, l));
+  const uint32_t v = v02 | v13 << 8;
+  memcpy(y, &v, sizeof v);
 }
 
 /* l = y_zero, lo and hi of q, each in both 16-bit lanes. */
@@ -97,9 +118,9 @@ static void pw_pixel(const int8_t *x, const jt_weight_s8 *w, uint32_t ci, uint32
  * layer runs pixel by pixel. */
 #define PW_MAX_CI 640u
 /* Output channels a pixel pair sums before requantizing them in one tight loop. */
-#define PW_CHUNK 32u
+#define PW_CHUNK 64u
 /* Bytes of the weight copy (pw_plain, pw_widen) a row call may make on the stack. */
-#define PW_MAX_W 1024u
+#define PW_MAX_W 1536u
 
 /* (x - z) of two pixels a and b as 16-bit pairs, for each 4 channels the words (a0, a2),
  * (b0, b2), (a1, a3), (b1, b3): the order the 2x2 kernel multiplies them in. */
@@ -114,22 +135,23 @@ static void pw_expand(const int8_t *xa, const int8_t *xb, int32_t off, uint32_t 
   }
 }
 
-/* For pairs k: s[2k], s[2k + 1], s[PW_CHUNK + 2k], s[PW_CHUNK + 2k + 1] = the dots of
- * pixels a, b x rows (wa + k * step, wb + k * step) over the first c4 channels, from the
- * expanded pixels: each weight load feeds four SMLADs. Out of line: its loop keeps all it
- * needs in registers. */
+/* For pairs k: s[2k], s[2k + 1], s[PW_CHUNK + 2k], s[PW_CHUNK + 2k + 1] = b[2k], b[2k + 1],
+ * b[2k], b[2k + 1] plus the dots of pixels a, b x rows (wa + k * step, wb + k * step) over
+ * the first c4 channels, from the expanded pixels: each weight load feeds four SMLADs. Out
+ * of line: its loop keeps all it needs in registers. */
 static JT_NOINLINE void pw_2x2(const int32_t *xp, const int8_t *wa, const int8_t *wb,
-                              uint32_t step, uint32_t c4, uint32_t pairs, int32_t *s) {
+                              uint32_t step, uint32_t c4, uint32_t pairs, const int32_t *b,
+                              int32_t *s) {
   /* the rows run on from one pair to the next, skipping step - c4 bytes; the x buffer's
    * end stops the inner loop */
   const int32_t *xend = xp + c4;
-  for (uint32_t k = 0; k < pairs; k++, s += 2) {
+  for (uint32_t k = 0; k < pairs; k++, s += 2, b += 2) {
     if (k > 0) {
       wa += step - c4;
       wb += step - c4;
     }
     const int32_t *xc = xp;
-    int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    int32_t s0 = b[0], s1 = b[1], s2 = s0, s3 = s1;
     for (; xc < xend; wa += 4, wb += 4) {
       const int32_t ua = jt_ld_s8x4(wa), ub = jt_ld_s8x4(wb);
       int32_t xa, xb;
@@ -156,11 +178,11 @@ static JT_NOINLINE void pw_2x2(const int32_t *xp, const int8_t *wa, const int8_t
 /* pw_2x2 on rows pre-widened by pw_widen (two words a 4 channels, c4 = ci): pair k's rows
  * start at we + k * c4 and ab words further. */
 static JT_NOINLINE void pw_2x2w(const int32_t *xp, const int32_t *we, uint32_t ab, uint32_t c4,
-                               uint32_t pairs, int32_t *s) {
+                               uint32_t pairs, const int32_t *b, int32_t *s) {
   const int32_t *ra = we;
-  for (int32_t *end = s + 2 * pairs; s < end; s += 2, ra += c4 / 2) {
+  for (int32_t *end = s + 2 * pairs; s < end; s += 2, b += 2, ra += c4 / 2) {
     const int32_t *rb = ra + ab, *xc = xp;
-    int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    int32_t s0 = b[0], s1 = b[1], s2 = s0, s3 = s1;
     for (const int32_t *stop = ra + c4 / 2; ra < stop;) {
       int32_t p02, p13, q02, q13, xa, xb;
       jt_ld2_inc(&ra, &p02, &p13);
@@ -183,55 +205,82 @@ static JT_NOINLINE void pw_2x2w(const int32_t *xp, const int32_t *we, uint32_t a
   }
 }
 
-/* ya[i], yb[i] = the requantized sa[i], sb[i] for i < n (two pixels' outputs of the same
- * channels): one tight loop, each bias and multiplier loaded once, q's fields kept in
- * registers. */
-static void rq_pair(const int32_t *sa, const int32_t *sb, const int32_t *bias, const float *m,
-                    const jt_rq *q, uint32_t n, int8_t *ya, int8_t *yb) {
+/* ya[i], yb[i] = the requantized sa[i], sb[i] (their biases added) for i < n (two pixels'
+ * outputs of the same channels): one tight loop, each multiplier loaded once, q's fields
+ * kept in registers. */
+static void rq_pair(const int32_t *sa, const int32_t *sb, const float *m, const jt_rq *q,
+                    uint32_t n, int8_t *ya, int8_t *yb) {
 #if defined(__ARM_FP)
   int32_t l[3];
   rq_lanes(q, l);
-  for (uint32_t i = 0; i < n; i++) {
-    const uint32_t v = (uint32_t)rq_two(sa[i], bias[i], m[i], sb[i], bias[i], m[i], l);
+  uint32_t i = 0;
+  for (; i + 4 <= n; i += 4) {  /* four channels of each pixel, a word store each */
+    const float m0 = m[i], m1 = m[i + 1], m2 = m[i + 2], m3 = m[i + 3];
+    rq_four(sa[i], sa[i + 1], sa[i + 2], sa[i + 3], m0, m1, m2, m3, l, ya + i);
+    rq_four(sb[i], sb[i + 1], sb[i + 2], sb[i + 3], m0, m1, m2, m3, l, yb + i);
+  }
+  for (; i < n; i++) {
+    const uint32_t v = (uint32_t)rq_two(sa[i], m[i], sb[i], m[i], l);
     ya[i] = (int8_t)(uint8_t)v;
     yb[i] = (int8_t)(uint8_t)(v >> 16);
   }
 #else
   const jt_rq r = *q;
   for (uint32_t i = 0; i < n; i++) {
-    ya[i] = requant(sa[i], bias[i], m[i], &r);
-    yb[i] = requant(sb[i], bias[i], m[i], &r);
+    ya[i] = jt_rq_apply(sa[i], m[i], &r);
+    yb[i] = jt_rq_apply(sb[i], m[i], &r);
   }
 #endif
 }
 
+/* Zero biases: the start of sums that add their biases last. */
+static const int32_t pw_zeros[PW_CHUNK];
+
+/* Bit j: bias_fold() of the j-th PW_CHUNK of b[0..n) (j < 32; the rest 0): per chunk, so
+ * that an odd huge bias keeps only its own chunk from starting its sums. */
+static uint32_t bias_folds(const int32_t *b, uint32_t n, uint32_t len) {
+  uint32_t f = 0;
+  for (uint32_t j = 0; j < 32 && j * PW_CHUNK < n; j++) {
+    const uint32_t c = n - j * PW_CHUNK < PW_CHUNK ? n - j * PW_CHUNK : PW_CHUNK;
+    f |= (uint32_t)bias_fold(b + j * PW_CHUNK, c, len) << j;
+  }
+  return f;
+}
+
 /* ya, yb = the outputs of pixels xa, xb (ci channels each, ci <= PW_MAX_CI) by two output
  * channels at a time; buf holds the pair's expanded channels; we, unless NULL, w's rows
- * pre-widened. */
+ * pre-widened; folds: bias_folds(bias, o_count, ci), the chunks whose fast calls' sums
+ * start from the biases. */
 static void pw_pair(const int8_t *xa, const int8_t *xb, const jt_weight_s8 *w,
                     const int32_t *we, uint32_t ci, uint32_t o_count, const int32_t *bias,
-                    const float *m, int32_t z, const jt_rq *q, int32_t *buf, int8_t *ya,
-                    int8_t *yb) {
+                    uint32_t folds, const float *m, int32_t z, const jt_rq *q, int32_t *buf,
+                    int8_t *ya, int8_t *yb) {
   const uint32_t c4 = ci & ~3u;
   pw_expand(xa, xb, jt_neg_pair(z), c4, buf);
   int32_t sa[2 * PW_CHUNK], *sb = sa + PW_CHUNK;  /* pixel a's sums, then b's */
   for (uint32_t o0 = 0; o0 < o_count; o0 += PW_CHUNK) {
     const uint32_t n = o_count - o0 < PW_CHUNK ? o_count - o0 : PW_CHUNK;
-    uint32_t k = 0;
-    if (we != NULL) {  /* an odd last row pairs with itself (its second sums unused) */
-      pw_2x2w(buf, we + o0 * ci / 2, ci / 2, ci, n / 2, sa);
-      if (n % 2 != 0) pw_2x2w(buf, we + (o0 + n - 1) * ci / 2, 0, ci, 1, sa + n - 1);
-      k = n;
+    const uint32_t j = o0 / PW_CHUNK;
+    const int fold = j < 32 && (folds >> j & 1u) != 0;
+    const int32_t *bo = bias + o0, *bf = fold ? bo : pw_zeros;
+    uint32_t k = 0, kf = 0;  /* sums [0, kf) start from bf */
+    if (we != NULL) {
+      pw_2x2w(buf, we + o0 * ci / 2, ci / 2, ci, n / 2, bf, sa);
+      if (n % 2 != 0) {  /* the last row pairs with itself (its second sums unused) */
+        const int32_t b1[2] = {bf[n - 1], 0};
+        pw_2x2w(buf, we + (o0 + n - 1) * ci / 2, 0, ci, 1, b1, sa + n - 1);
+      }
+      k = kf = n;
     } else if (w->w_sel == NULL && c4 == ci) {  /* rows side by side, no tail: one call */
       const int8_t *wa = w->w + o0 * ci;
-      k = n & ~1u;
-      pw_2x2(buf, wa, wa + ci, 2 * ci, c4, k / 2, sa);
+      k = kf = n & ~1u;
+      pw_2x2(buf, wa, wa + ci, 2 * ci, c4, k / 2, bf, sa);
     }
     for (; k + 2 <= n; k += 2) {
       const int8_t *pa, *pb;
       const int8_t *wa = pw_row(w, o0 + k, ci, &pa), *wb = pw_row(w, o0 + k + 1, ci, &pb);
       int32_t *a = sa + k, *b = sb + k;
-      pw_2x2(buf, wa, wb, 0, c4, 1, a);
+      pw_2x2(buf, wa, wb, 0, c4, 1, pw_zeros, a);
       for (uint32_t c = c4; c < ci; c++) {
         const int32_t u = (int32_t)xa[c] - z, v = (int32_t)xb[c] - z;
         a[0] += u * wa[c];
@@ -256,7 +305,11 @@ static void pw_pair(const int8_t *xa, const int8_t *xb, const jt_weight_s8 *w,
       sa[k] = pw_dot(xa, z, w, row, part, ci);
       sb[k] = pw_dot(xb, z, w, row, part, ci);
     }
-    rq_pair(sa, sb, bias + o0, m + o0, q, n, ya + o0, yb + o0);
+    for (uint32_t i = fold ? kf : 0; i < n; i++) {  /* the biases not in the sums yet */
+      sa[i] = jt_sat_add_i32(sa[i], bo[i]);
+      sb[i] = jt_sat_add_i32(sb[i], bo[i]);
+    }
+    rq_pair(sa, sb, m + o0, q, n, ya + o0, yb + o0);
   }
 }
 
@@ -325,11 +378,12 @@ static void pointwise_row(const int8_t *x, uint32_t step, uint32_t wo, const jt_
     const uint32_t n = o_count - o0 < nb ? o_count - o0 : nb;
     jt_weight_s8 wp;
     const jt_weight_s8 *wq = plainify ? pw_plain(w, o0, n, ci, ci, (int8_t *)wbuf, &wp) : w;
+    const uint32_t folds = bias_folds(bias + o0, n, ci);
     if (widen) pw_widen(w, o0, n, ci, ci, wbuf);
     for (ox = 0; ox + 2 <= wo; ox += 2) {
       int8_t *ya = y + ox * o_count + o0;
       pw_pair(x + ox * step, x + (ox + 1) * step, wq, widen ? wbuf : NULL, ci, n, bias + o0,
-              m + o0, z, &q, buf, ya, ya + o_count);
+              folds, m + o0, z, &q, buf, ya, ya + o_count);
     }
   }
 #endif
@@ -388,6 +442,7 @@ static void im2col_row(const int8_t *x, const jt_dims4 *xd, const jt_weight_s8 *
     w = pw_plain(w, 0, o_count, k, k4, (int8_t *)wbuf, &wp);
     len = wl = k4;
   }
+  const uint32_t folds = bias_folds(bias, o_count, len);
   memset(patch + k, z, len - k);
   memset(patch + len + k, z, len - k);
   for (uint32_t ox = 0; ox < wo; ox += 2) {
@@ -396,8 +451,8 @@ static void im2col_row(const int8_t *x, const jt_dims4 *xd, const jt_weight_s8 *
     im2col_patch(x, xd, ys, xs, kh, kw, (int8_t)z, patch);
     if (ox + 1 < wo) {
       im2col_patch(x, xd, ys, xs + p->stride_w, kh, kw, (int8_t)z, patch + len);
-      pw_pair(patch, patch + len, w, widen ? wbuf : NULL, len, o_count, bias, m, z, &q, buf,
-              yo, yo + o_count);
+      pw_pair(patch, patch + len, w, widen ? wbuf : NULL, len, o_count, bias, folds, m, z, &q,
+              buf, yo, yo + o_count);
     } else {
       pw_pixel(patch, w, wl, o_count, bias, m, z, &q, yo);
     }
@@ -408,48 +463,42 @@ static void im2col_row(const int8_t *x, const jt_dims4 *xd, const jt_weight_s8 *
 /* Taps of the depthwise fast path (its stack buffers in the DSP build: 12 bytes a tap). */
 #define DW_MAX_TAPS 64u
 /* Pixels of a depthwise row summed (4 channels each) before they are requantized. */
-#define DW_CHUNK 16u
+#define DW_CHUNK 32u
 
-/* y[i * stride + l] = the requantized s[4 * i + l] for l < 4, i < n: four channels of n
- * pixels, their biases and multipliers held in registers. */
-static void rq_cols4(const int32_t *s, uint32_t n, uint32_t stride, const int32_t *bias,
-                     const float *m, const jt_rq *q, int8_t *y) {
-  const int32_t b0 = bias[0], b1 = bias[1], b2 = bias[2], b3 = bias[3];
+/* y[i * stride + l] = the requantized s[4 * i + l] (their biases added) for l < 4, i < n:
+ * four channels of n pixels, their multipliers held in registers. */
+static void rq_cols4(const int32_t *s, uint32_t n, uint32_t stride, const float *m,
+                     const jt_rq *q, int8_t *y) {
   const float m0 = m[0], m1 = m[1], m2 = m[2], m3 = m[3];
 #if JT_DSP && defined(__ARM_FP)
   int32_t l[3];
   rq_lanes(q, l);
-  for (uint32_t i = 0; i < n; i++, s += 4, y += stride) {
-    /* lanes (0, 2) and (1, 3): their low bytes interleave into y[0..4) */
-    const uint32_t v02 = __uxtb16((uint32_t)rq_two(s[0], b0, m0, s[2], b2, m2, l));
-    const uint32_t v13 = __uxtb16((uint32_t)rq_two(s[1], b1, m1, s[3], b3, m3, l));
-    const uint32_t v = v02 | v13 << 8;
-    memcpy(y, &v, sizeof v);
-  }
+  for (uint32_t i = 0; i < n; i++, s += 4, y += stride)
+    rq_four(s[0], s[1], s[2], s[3], m0, m1, m2, m3, l, y);
 #else
   const jt_rq r = *q;
   for (uint32_t i = 0; i < n; i++, s += 4, y += stride) {
-    y[0] = requant(s[0], b0, m0, &r);
-    y[1] = requant(s[1], b1, m1, &r);
-    y[2] = requant(s[2], b2, m2, &r);
-    y[3] = requant(s[3], b3, m3, &r);
+    y[0] = jt_rq_apply(s[0], m0, &r);
+    y[1] = jt_rq_apply(s[1], m1, &r);
+    y[2] = jt_rq_apply(s[2], m2, &r);
+    y[3] = jt_rq_apply(s[3], m3, &r);
   }
 #endif
 }
 
 #if JT_DSP
-/* s[4 * p + l] += channel l's sum of pixel p < npix over taps t < n, of x at x0 + p * xstep
- * + xoff[t] and weights wt[2 * t + 0..1] (each tap's weights of channels (0, 2) and (1, 3)
- * as 16-bit pairs): a flat loop over the taps, out of line so that it keeps all it needs
- * in registers. */
+/* s[4 * p + l] = a[l] + channel l's sum of pixel p < npix over taps t < n, of x at x0 + p *
+ * xstep + xoff[t] and weights wt[2 * t + 0..1] (each tap's weights of channels (0, 2) and
+ * (1, 3) as 16-bit pairs): a flat loop over the taps, out of line so that it keeps all it
+ * needs in registers. a may be s (npix 1). */
 static JT_NOINLINE void dw_taps(const int8_t *x0, uint32_t xstep, uint32_t npix,
                                 const int32_t *xoff, const int32_t *wt, uint32_t n,
-                                int32_t off, int32_t *s) {
+                                int32_t off, const int32_t *a, int32_t *s) {
   const int32_t *tend = xoff + n;
   for (uint32_t p = 0; p < npix; p++, s += 4) {
     if (p > 0) x0 += xstep;
     const int32_t *wp = wt;
-    int32_t a0 = s[0], a1 = s[1], a2 = s[2], a3 = s[3];
+    int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
     for (const int32_t *t = xoff; t < tend; t++) {
       int32_t w02, w13;
       jt_ld2_inc(&wp, &w02, &w13);
@@ -482,6 +531,7 @@ static void depthwise_row(const int8_t *x, const jt_dims4 *xd, int64_t ys, uint3
   const uint32_t c = xd->c, k = kh * kw, row = xd->w * c;
   const int32_t z = p->x_zero;
   int32_t s[4 * DW_CHUNK];
+  const int32_t zero4[4] = {0, 0, 0, 0};
 #if JT_DSP
   /* wt: the weights of 4 channels, xoff: the taps' offsets in x from tap (0, 0) */
   int32_t wt[2 * DW_MAX_TAPS], xoff[DW_MAX_TAPS];
@@ -496,6 +546,9 @@ static void depthwise_row(const int8_t *x, const jt_dims4 *xd, int64_t ys, uint3
   if (oxa > oxb) oxa = oxb;
 #endif
   for (uint32_t o = 0; o < n4; o += 4) {
+    /* the sums start from the biases, or from zeros and add them last */
+    const int fold = bias_fold(bias + o, 4, k);
+    const int32_t *b4 = fold ? bias + o : zero4;
 #if JT_DSP
     for (uint32_t t = 0; t < k; t++) {  /* channels (0, 2) and (1, 3) as 16-bit pairs */
       const int8_t *wc = w + o * k + t;
@@ -511,23 +564,22 @@ static void depthwise_row(const int8_t *x, const jt_dims4 *xd, int64_t ys, uint3
 #if JT_DSP
         if (ox0 + t >= oxa && ox0 + t < oxb) {  /* whole windows: one call for the run */
           const uint32_t run = (oxb < ox0 + n ? oxb : ox0 + n) - (ox0 + t);
-          memset(a, 0, 4 * run * sizeof *a);
           const uint32_t iy = (uint32_t)(ys + (int64_t)i0);
           const int8_t *x0 = x + (iy * xd->w + (uint32_t)xs) * c + o;
-          dw_taps(x0, xstep, run, xoff, wt + 2 * i0 * kw, (i1 - i0) * kw, off, a);
+          dw_taps(x0, xstep, run, xoff, wt + 2 * i0 * kw, (i1 - i0) * kw, off, b4, a);
           t += run;
           continue;
         }
 #endif
         uint32_t j0, j1;
         jt_tap_range(xs, kw, xd->w, &j0, &j1);
-        memset(a, 0, 4 * sizeof *a);
+        memcpy(a, b4, 4 * sizeof *a);
         if (j1 > j0 && i1 > i0) {
           const uint32_t ix = (uint32_t)(xs + (int64_t)j0);
           const int8_t *x0 = x + ((uint32_t)(ys + (int64_t)i0) * xd->w + ix) * c + o;
 #if JT_DSP
           for (uint32_t i = i0; i < i1; i++)  /* cut by an edge: row by row */
-            dw_taps(x0 + (i - i0) * row, 0, 1, xoff, wt + 2 * (i * kw + j0), j1 - j0, off, a);
+            dw_taps(x0 + (i - i0) * row, 0, 1, xoff, wt + 2 * (i * kw + j0), j1 - j0, off, a, a);
 #else
           for (uint32_t i = i0; i < i1; i++) {
             const int8_t *xr = x0 + (i - i0) * row, *wr = w + (o * kh + i) * kw + j0;
@@ -542,7 +594,8 @@ static void depthwise_row(const int8_t *x, const jt_dims4 *xd, int64_t ys, uint3
         }
         t++;
       }
-      rq_cols4(s, n, c, bias + o, m + o, q, y + ox0 * c + o);
+      for (uint32_t i = 0; !fold && i < 4 * n; i++) s[i] = jt_sat_add_i32(s[i], bias[o + i % 4]);
+      rq_cols4(s, n, c, m + o, q, y + ox0 * c + o);
     }
   }
 }
