@@ -117,7 +117,8 @@ OPS: tuple[OpDef, ...] = (
         "channel at a time, from the project's accumulator gradient g: bias gradients gb_d, "
         "gb_e (C,); with gx, the block input's gradient summed channel by channel; with pid "
         "(then x, inv, state, step), the expand weight rows (w1_sel with sel_axis, else w1) "
-        "updated in place; scratch: one depthwise-output and one expanded channel, f32"),
+        "updated in place; scratch: one depthwise-output and one expanded channel, f32, or two of "
+        "each (channels then run in pairs)"),
   # --- small float32 / int32 ops of the loss ---------------------------------------------
   OpDef(32, "cast", ("x",), ("y",), (), "value conversion to the output dtype"),
   OpDef(33, "unary", ("x",), ("y",), _schema("fn:enum:unary"),

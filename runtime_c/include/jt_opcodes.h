@@ -59,7 +59,7 @@ typedef enum {
                                        /*   g x w inv state* step -> w state* | x_zero:i32@0 pid:i32@1 kind:enum:kind@2 channels:opt_i32[]@3 */
   JT_OP_BIAS_UPDATE_I32 = 25,          /* bias gradient (sum over positions) fused with the update (in place) */
                                        /*   g b inv state* step -> b state* | pid:i32@0 kind:enum:kind@1 */
-  JT_OP_BOTTLENECK_BW_F32 = 41,        /* backward of an inverted bottleneck (1x1 expand, depthwise, 1x1 project) one expanded channel at a time, from the project's accumulator gradient g: bias gradients gb_d, gb_e (C,); with gx, the block input's gradient summed channel by channel; with pid (then x, inv, state, step), the expand weight rows (w1_sel with sel_axis, else w1) updated in place; scratch: one depthwise-output and one expanded channel, f32 */
+  JT_OP_BOTTLENECK_BW_F32 = 41,        /* backward of an inverted bottleneck (1x1 expand, depthwise, 1x1 project) one expanded channel at a time, from the project's accumulator gradient g: bias gradients gb_d, gb_e (C,); with gx, the block input's gradient summed channel by channel; with pid (then x, inv, state, step), the expand weight rows (w1_sel with sel_axis, else w1) updated in place; scratch: one depthwise-output and one expanded channel, f32, or two of each (channels then run in pairs) */
                                        /*   g w3 mask_d m_d w2 mask_e m_e w1 w1_sel? sel? x? inv? state* step? -> scratch gb_d gb_e gx? w1? state* | d_strides:i32x2@0 d_padding:pad4@2 gx:bool@6 sel_axis?:i32@7 pid?:i32@9 x_zero?:i32@11 */
   JT_OP_CAST = 32,                     /* value conversion to the output dtype */
                                        /*   x -> y | - */
