@@ -192,7 +192,8 @@ class FastPaths(nn.Module):
   depthwise conv of 5 channels and one of 81 taps (over the 64 of the fast path); im2col
   convs: 3x3 of 45 patch bytes over 17 pixels (a weight widened, padded to 48), 3x3 stride
   2 of 63 (a weight padded to 64), one of 360 (over the 320 of the path), one of 63 whose
-  padded weight would not fit (1,600 bytes over 1,536); biases too big to start the sums."""
+  padded weight would not fit (1,600 bytes over 1,536); a depthwise conv whose windows
+  the top and both sides cut (one run of taps each); biases too big to start the sums."""
 
   @nn.compact
   def __call__(self, x):
@@ -202,6 +203,7 @@ class FastPaths(nn.Module):
     x = nn.relu(nn.Conv(5, (1, 1))(x))
     x = nn.Conv(5, (9, 9), feature_group_count=5, padding="SAME")(x)
     x = nn.relu(nn.Conv(7, (3, 3), padding="SAME")(x))
+    x = nn.relu(nn.Conv(7, (3, 3), feature_group_count=7, padding=((1, 0), (1, 1)))(x))
     x = nn.relu(nn.Conv(6, (3, 3), strides=2, padding="SAME")(x))
     x = nn.relu(nn.Conv(40, (1, 1))(x))
     x = nn.relu(nn.Conv(7, (3, 3), padding="SAME")(x))
@@ -220,7 +222,7 @@ def test_fast_paths_and_their_limits(lib_dirs, tmp_path):
     qm.params[name]["bias"][:2] = (2**31 - 1000, -2**31 + 5)
   # trained input channels of the 1x1 convs and a 3x3 one (merged along axis 3), and a
   # whole depthwise
-  update = jt.SparseUpdate(bias_last=5, weights={0: 0.5, 2: 0.25, 3: 0.5, 4: 1, 7: 0.5, 8: 0.5})
+  update = jt.SparseUpdate(bias_last=5, weights={0: 0.5, 2: 0.25, 3: 0.5, 4: 1, 8: 0.5, 9: 0.5})
   blob = lowering.blob.encode(jt.tiny_train(qm, optimizer=jt.sgd(0.05), update=update)(
     jt.softmax_cross_entropy).lower())
   x8 = qm.quantize_input(x)

@@ -522,8 +522,8 @@ static JT_NOINLINE void dw_taps(const int8_t *x0, uint32_t xstep, uint32_t npix,
  * so the DSP build loads the four with one word, and their weights, gathered once per
  * row into two words a tap of 16-bit pairs, with one LDRD; 16-bit lanes multiply pairwise
  * (SMLAxy). A run of pixels with whole windows takes one flat loop over the taps per
- * pixel, a window cut by an edge one per tap row; the sums of DW_CHUNK pixels are
- * requantized together. */
+ * pixel, a window cut by a side one too (the taps ordered column by column); the sums of
+ * DW_CHUNK pixels are requantized together. */
 static void depthwise_row(const int8_t *x, const jt_dims4 *xd, int64_t ys, uint32_t i0,
                           uint32_t i1, const int8_t *w, uint32_t kh, uint32_t kw,
                           const jt_conv_s8_params *p, uint32_t wo, uint32_t n4,
@@ -533,11 +533,13 @@ static void depthwise_row(const int8_t *x, const jt_dims4 *xd, int64_t ys, uint3
   int32_t s[4 * DW_CHUNK];
   const int32_t zero4[4] = {0, 0, 0, 0};
 #if JT_DSP
-  /* wt: the weights of 4 channels, xoff: the taps' offsets in x from tap (0, 0) */
+  /* wt: the weights of 4 channels, xoff: the taps' offsets in x from tap (i0, 0), of the
+   * nh rows in x, column by column: the columns a side leaves are one run of them */
   int32_t wt[2 * DW_MAX_TAPS], xoff[DW_MAX_TAPS];
   const int32_t off = jt_neg_pair(z);
-  for (uint32_t i = 0; i < kh; i++)
-    for (uint32_t j = 0; j < kw; j++) xoff[i * kw + j] = (int32_t)(i * row + j * c);
+  const uint32_t nh = i1 - i0;
+  for (uint32_t j = 0; j < kw; j++)
+    for (uint32_t i = 0; i < nh; i++) xoff[j * nh + i] = (int32_t)(i * row + j * c);
   /* pixels [oxa, oxb) have whole windows (no rows at all: none) */
   const int64_t sw = p->stride_w, last = (int64_t)xd->w + p->pad_left - (int64_t)kw;
   const uint32_t xstep = (uint32_t)p->stride_w * c;
@@ -550,11 +552,13 @@ static void depthwise_row(const int8_t *x, const jt_dims4 *xd, int64_t ys, uint3
     const int fold = bias_fold(bias + o, 4, k);
     const int32_t *b4 = fold ? bias + o : zero4;
 #if JT_DSP
-    for (uint32_t t = 0; t < k; t++) {  /* channels (0, 2) and (1, 3) as 16-bit pairs */
-      const int8_t *wc = w + o * k + t;
-      wt[2 * t] = (int32_t)((uint32_t)(uint16_t)wc[0] | (uint32_t)wc[2 * k] << 16);
-      wt[2 * t + 1] = (int32_t)((uint32_t)(uint16_t)wc[k] | (uint32_t)wc[3 * k] << 16);
-    }
+    int32_t *wu = wt;
+    for (uint32_t j = 0; j < kw; j++)  /* channels (0, 2) and (1, 3) as 16-bit pairs */
+      for (uint32_t i = i0; i < i1; i++, wu += 2) {
+        const int8_t *wc = w + o * k + i * kw + j;
+        wu[0] = (int32_t)((uint32_t)(uint16_t)wc[0] | (uint32_t)wc[2 * k] << 16);
+        wu[1] = (int32_t)((uint32_t)(uint16_t)wc[k] | (uint32_t)wc[3 * k] << 16);
+      }
 #endif
     for (uint32_t ox0 = 0; ox0 < wo; ox0 += DW_CHUNK) {
       const uint32_t n = wo - ox0 < DW_CHUNK ? wo - ox0 : DW_CHUNK;
@@ -566,7 +570,7 @@ static void depthwise_row(const int8_t *x, const jt_dims4 *xd, int64_t ys, uint3
           const uint32_t run = (oxb < ox0 + n ? oxb : ox0 + n) - (ox0 + t);
           const uint32_t iy = (uint32_t)(ys + (int64_t)i0);
           const int8_t *x0 = x + (iy * xd->w + (uint32_t)xs) * c + o;
-          dw_taps(x0, xstep, run, xoff, wt + 2 * i0 * kw, (i1 - i0) * kw, off, b4, a);
+          dw_taps(x0, xstep, run, xoff, wt, nh * kw, off, b4, a);
           t += run;
           continue;
         }
@@ -578,8 +582,10 @@ static void depthwise_row(const int8_t *x, const jt_dims4 *xd, int64_t ys, uint3
           const uint32_t ix = (uint32_t)(xs + (int64_t)j0);
           const int8_t *x0 = x + ((uint32_t)(ys + (int64_t)i0) * xd->w + ix) * c + o;
 #if JT_DSP
-          for (uint32_t i = i0; i < i1; i++)  /* cut by an edge: row by row */
-            dw_taps(x0 + (i - i0) * row, 0, 1, xoff, wt + 2 * (i * kw + j0), j1 - j0, off, a, a);
+          /* columns [j0, j1) of the window: one run of taps, from the address of its tap
+           * (i0, 0) (before x at its left edge, so an address, not a pointer into x) */
+          dw_taps((const int8_t *)((uintptr_t)x0 - j0 * c), 0, 1, xoff + j0 * nh,
+                  wt + 2 * j0 * nh, (j1 - j0) * nh, off, a, a);
 #else
           for (uint32_t i = i0; i < i1; i++) {
             const int8_t *xr = x0 + (i - i0) * row, *wr = w + (o * kh + i) * kw + j0;
