@@ -38,34 +38,6 @@ static int bias_fold(const int32_t *b, uint32_t n, uint32_t len) {
   return 1;
 }
 
-#if JT_DSP && defined(__ARM_FP)
-/* jt_rq_apply() of two sums t0, t1 (their biases added), with multipliers m0, m1, as the
- * 16-bit lanes of a word: the two clamps run as one (jt_clamp2; clamp(r, ilo, ihi) +
- * y_zero = clamp(r + y_zero, lo, hi)), with l from rq_lanes. */
-static inline JT_ALWAYS_INLINE int32_t rq_two(int32_t t0, float m0, int32_t t1, float m1,
-                                              const int32_t l[3]) {
-  const int32_t r0 = jt_round_f32_i32((float)t0 * m0);
-  const int32_t r1 = jt_round_f32_i32((float)t1 * m1);
-  return jt_clamp2(r0, r1, l[0], l[1], l[2]);
-}
-
-/* y[0..4) = jt_rq_apply(tj, mj) for j < 4 through rq_two, one word store: lanes (0, 2)
- * and (1, 3), their low bytes interleaved. */
-static inline JT_ALWAYS_INLINE void rq_four(int32_t t0, int32_t t1, int32_t t2, int32_t t3,
-                                            float m0, float m1, float m2, float m3,
-                                            const int32_t l[3], int8_t *y) {
-  const uint32_t v02 = __uxtb16((uint32_t)rq_two(t0, m0, t2, m2, l));
-  const uint32_t v13 = __uxtb16((uint32_t)rq_two(t1, m1, t3, m3, l));
-  const uint32_t v = v02 | v13 << 8;
-  memcpy(y, &v, sizeof v);
-}
-
-/* l = y_zero, lo and hi of q, each in both 16-bit lanes. */
-static void rq_lanes(const jt_rq *q, int32_t l[3]) {
-  const int32_t v[3] = {q->y_zero, q->ilo + q->y_zero, q->ihi + q->y_zero};
-  for (uint32_t i = 0; i < 3; i++) l[i] = (int32_t)(((uint32_t)v[i] & 0xFFFFu) * 0x10001u);
-}
-#endif
 
 /* The dot product with a row merged along its own (innermost) axis: element c is ws[k]
  * where sel[k] == c, else w[c]. Computed as the full row's dot product plus what the
@@ -212,15 +184,15 @@ static void rq_pair(const int32_t *sa, const int32_t *sb, const float *m, const 
                     uint32_t n, int8_t *ya, int8_t *yb) {
 #if defined(__ARM_FP)
   int32_t l[3];
-  rq_lanes(q, l);
+  jt_rq_lanes(q, l);
   uint32_t i = 0;
   for (; i + 4 <= n; i += 4) {  /* four channels of each pixel, a word store each */
     const float m0 = m[i], m1 = m[i + 1], m2 = m[i + 2], m3 = m[i + 3];
-    rq_four(sa[i], sa[i + 1], sa[i + 2], sa[i + 3], m0, m1, m2, m3, l, ya + i);
-    rq_four(sb[i], sb[i + 1], sb[i + 2], sb[i + 3], m0, m1, m2, m3, l, yb + i);
+    jt_rq_four(sa[i], sa[i + 1], sa[i + 2], sa[i + 3], m0, m1, m2, m3, l, ya + i);
+    jt_rq_four(sb[i], sb[i + 1], sb[i + 2], sb[i + 3], m0, m1, m2, m3, l, yb + i);
   }
   for (; i < n; i++) {
-    const uint32_t v = (uint32_t)rq_two(sa[i], m[i], sb[i], m[i], l);
+    const uint32_t v = (uint32_t)jt_rq_two(sa[i], m[i], sb[i], m[i], l);
     ya[i] = (int8_t)(uint8_t)v;
     yb[i] = (int8_t)(uint8_t)(v >> 16);
   }
@@ -413,7 +385,7 @@ static void im2col_patch(const int8_t *x, const jt_dims4 *xd, int64_t ys, int64_
     const uint32_t iy = (uint32_t)(ys + (int64_t)i), ix = (uint32_t)(xs + (int64_t)j0);
     const int8_t *xr = x + (iy * xd->w + ix) * c;
     if (a > 0) memset(d, z, a);
-    memcpy(d + a, xr, b - a);
+    jt_copy_short(d + a, xr, b - a);
     if (b < row) memset(d + b, z, row - b);
   }
 }
@@ -472,9 +444,9 @@ static void rq_cols4(const int32_t *s, uint32_t n, uint32_t stride, const float 
   const float m0 = m[0], m1 = m[1], m2 = m[2], m3 = m[3];
 #if JT_DSP && defined(__ARM_FP)
   int32_t l[3];
-  rq_lanes(q, l);
+  jt_rq_lanes(q, l);
   for (uint32_t i = 0; i < n; i++, s += 4, y += stride)
-    rq_four(s[0], s[1], s[2], s[3], m0, m1, m2, m3, l, y);
+    jt_rq_four(s[0], s[1], s[2], s[3], m0, m1, m2, m3, l, y);
 #else
   const jt_rq r = *q;
   for (uint32_t i = 0; i < n; i++, s += 4, y += stride) {

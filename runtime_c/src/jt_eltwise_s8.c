@@ -7,24 +7,37 @@
 
 /* --- kernels ------------------------------------------------------------------------------ */
 
+/* The loops below read the parameters into locals first: a store through an int8 pointer
+ * may alias anything, so fields read in the loop would be reloaded after every store. */
+
 jt_status jt_requant_s8(const int8_t *x, uint32_t n, const jt_requant_params *p, int8_t *y) {
+  const jt_rq q = jt_rq_make(p->y_zero, p->lo, p->hi);
+  const int32_t z = p->x_zero;
+  const float m = p->m;
   for (uint32_t i = 0; i < n; i++) {
     /* read before write: y may be x */
-    const int32_t acc = (int32_t)x[i] - p->x_zero;
-    y[i] = jt_requantize_s8(acc, p->m, p->y_zero, p->lo, p->hi);
+    y[i] = jt_rq_apply((int32_t)x[i] - z, m, &q);
   }
   return JT_OK;
 }
 
 jt_status jt_add_s8(const int8_t *a, const int8_t *b, uint32_t n, const jt_add_params *p,
                     int8_t *y) {
-  for (uint32_t i = 0; i < n; i++) {
-    /* |terms| <= 255 * |mult| and the check bounds 255 * (|a_mult| + |b_mult|) by INT32_MAX,
-     * so this int32 arithmetic is exact (the reference's int64 sum then fits int32) */
-    const int32_t acc = ((int32_t)a[i] - p->a_zero) * p->a_mult +
-                        ((int32_t)b[i] - p->b_zero) * p->b_mult;
-    y[i] = jt_requantize_s8(acc, p->m, p->y_zero, p->lo, p->hi);
-  }
+  const jt_rq q = jt_rq_make(p->y_zero, p->lo, p->hi);
+  const int32_t za = p->a_zero, ma = p->a_mult, zb = p->b_zero, mb = p->b_mult;
+  const float m = p->m;
+  /* |terms| <= 255 * |mult| and the check bounds 255 * (|a_mult| + |b_mult|) by INT32_MAX,
+   * so this int32 arithmetic is exact (the reference's int64 sum then fits int32) */
+#define ADD_ACC(i) (((int32_t)a[i] - za) * ma + ((int32_t)b[i] - zb) * mb)
+  uint32_t i = 0;
+#if JT_DSP && defined(__ARM_FP)
+  int32_t l[3];
+  jt_rq_lanes(&q, l);
+  for (; i + 4 <= n; i += 4)  /* all read before the store: y may be a or b */
+    jt_rq_four(ADD_ACC(i), ADD_ACC(i + 1), ADD_ACC(i + 2), ADD_ACC(i + 3), m, m, m, m, l, y + i);
+#endif
+  for (; i < n; i++) y[i] = jt_rq_apply(ADD_ACC(i), m, &q);
+#undef ADD_ACC
   return JT_OK;
 }
 

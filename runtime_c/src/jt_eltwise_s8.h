@@ -54,6 +54,36 @@ static inline JT_ALWAYS_INLINE int8_t jt_rq_apply(int32_t acc, float m, const jt
 #endif
 }
 
+#if JT_DSP && defined(__ARM_FP)
+/* Requantization of two or four outputs at once (the kernels' output loops). */
+/* jt_rq_apply() of two sums t0, t1 (their biases added), with multipliers m0, m1, as the
+ * 16-bit lanes of a word: the two clamps run as one (jt_clamp2; clamp(r, ilo, ihi) +
+ * y_zero = clamp(r + y_zero, lo, hi)), with l from jt_rq_lanes. */
+static inline JT_ALWAYS_INLINE int32_t jt_rq_two(int32_t t0, float m0, int32_t t1,
+                                                 float m1, const int32_t l[3]) {
+  const int32_t r0 = jt_round_f32_i32((float)t0 * m0);
+  const int32_t r1 = jt_round_f32_i32((float)t1 * m1);
+  return jt_clamp2(r0, r1, l[0], l[1], l[2]);
+}
+
+/* y[0..4) = jt_rq_apply(tj, mj) for j < 4 through jt_rq_two, one word store: lanes
+ * (0, 2) and (1, 3), their low bytes interleaved. */
+static inline JT_ALWAYS_INLINE void jt_rq_four(int32_t t0, int32_t t1, int32_t t2,
+                                               int32_t t3, float m0, float m1, float m2,
+                                               float m3, const int32_t l[3], int8_t *y) {
+  const uint32_t v02 = __uxtb16((uint32_t)jt_rq_two(t0, m0, t2, m2, l));
+  const uint32_t v13 = __uxtb16((uint32_t)jt_rq_two(t1, m1, t3, m3, l));
+  const uint32_t v = v02 | v13 << 8;
+  memcpy(y, &v, sizeof v);
+}
+
+/* l = y_zero, lo and hi of q, each in both 16-bit lanes. */
+static inline void jt_rq_lanes(const jt_rq *q, int32_t l[3]) {
+  const int32_t v[3] = {q->y_zero, q->ilo + q->y_zero, q->ihi + q->y_zero};
+  for (uint32_t i = 0; i < 3; i++) l[i] = (int32_t)(((uint32_t)v[i] & 0xFFFFu) * 0x10001u);
+}
+#endif
+
 static inline int8_t jt_requantize_s8(int32_t acc, float m, int32_t y_zero, int32_t lo,
                                       int32_t hi) {
   const jt_rq q = jt_rq_make(y_zero, lo, hi);

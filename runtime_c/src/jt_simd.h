@@ -19,6 +19,19 @@
 #define JT_NOINLINE
 #endif
 
+/* d[0..n) = s[0..n) (not overlapping), a word at a time: for the short runs of the
+ * kernels (patch rows of a few bytes), where a call to memcpy costs more than the copy;
+ * the M4/M7 load and store words unaligned. */
+static inline void jt_copy_short(int8_t *d, const int8_t *s, uint32_t n) {
+  uint32_t k = 0;
+  for (; k + 4 <= n; k += 4) {
+    int32_t v;
+    memcpy(&v, s + k, sizeof v);
+    memcpy(d + k, &v, sizeof v);
+  }
+  for (; k < n; k++) d[k] = s[k];
+}
+
 #if defined(__ARM_FEATURE_DSP) && !defined(JT_PORTABLE_KERNELS)
 #define JT_DSP 1
 #include <arm_acle.h>
