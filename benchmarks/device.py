@@ -5,9 +5,10 @@ Boards: QEMU mps2-an500 (Cortex-M7, fpv5-sp-d16) and mps2-an386 (Cortex-M4F), -i
 shift=0, instructions counted by SysTick (40-instruction resolution). Models: MCUNet-5FPS
 with the published "49kb" scheme and MobileNetV2-w0.35 with the "99kb" scheme, 128x128x3,
 batch 1, SGD, a new 10-class head (as the published engine's demo). The firmware is
-`python -m lowering.firmware` (gcc 12 -O2, -ffp-contract=off, no fast-math), DSP kernels
-and, on the M7, the portable C for comparison. Per step: the last of `--steps` steps
-(every step costs the same within a few hundred instructions); per inference: sample 0.
+`python -m lowering.firmware` (gcc 12, int8 kernels -O3, the rest -O2, -ffp-contract=off,
+no fast-math), DSP kernels and, on the M7, the portable C for comparison. Per step: the
+last of `--steps` steps (every step costs the same within a few hundred instructions); per
+inference: sample 0.
 RAM = .data + .bss (input buffer, arena, state, runtime object) + the painted stack's
 high-water mark; flash = vectors + code + constants (the blob) from the ELF.
 
