@@ -94,6 +94,7 @@ void jt_depthwise_bw_plane_f32(const float *g, const jt_weight_s8 *w, uint32_t c
       out_span((int64_t)j - p->pad_left, p->stride_w, p->w, p->wo, &x0, &x1);
       if (x0 == x1) continue;
       const uint32_t k = (ch * p->kh + i) * p->kw + j;
+      /* plain weights read directly: a call per tap and channel costs 0.3 M a MCUNet step */
       const float wv = (float)(w->w_sel == NULL ? w->w[k] : jt_weight_s8_at(w, k));
       const uint32_t px0 = (uint32_t)((int64_t)x0 * p->stride_w + j - p->pad_left), n = x1 - x0;
       const float *gr = g + y0 * p->wo + x0;

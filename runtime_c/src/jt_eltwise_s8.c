@@ -3,7 +3,6 @@
 #include "jt_eltwise_s8.h"
 
 #include "jt_internal.h"
-#include "jt_simd.h"
 
 /* --- kernels ------------------------------------------------------------------------------ */
 
