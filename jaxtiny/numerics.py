@@ -39,14 +39,19 @@ class QParams:
 
   def quantize(self, x: np.ndarray) -> np.ndarray:
     """float -> int8: clamp(rne(f32(x) * f32(1/scale)) + zero)."""
-    inv = np.float32(1.0 / self.scale)
-    q = np.rint(np.asarray(x, np.float32) * inv)
-    return np.clip(q + self.zero, INT8_MIN, INT8_MAX).astype(np.int8)
+    return quantize_with(x, np.float32(1.0 / self.scale), self.zero)
 
   def dequantize(self, q: np.ndarray) -> np.ndarray:
     return (np.float32(self.scale) * (np.asarray(q, np.float32) - np.float32(self.zero))).astype(
       np.float32
     )
+
+
+def quantize_with(x: np.ndarray, inv_scale: np.float32, zero: int) -> np.ndarray:
+  """clamp(rne(f32(x) * inv_scale) + zero) in float32, then int8 (the C runtime's
+  jt_quantize_input does the same operations)."""
+  q = np.rint(np.asarray(x, np.float32) * inv_scale)
+  return np.clip(q + np.float32(zero), INT8_MIN, INT8_MAX).astype(np.int8)
 
 
 def qparams_from_range(lo: float, hi: float) -> QParams:

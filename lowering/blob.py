@@ -13,7 +13,7 @@ import math
 import operator
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from itertools import accumulate
 from os import PathLike
 from pathlib import Path
@@ -25,10 +25,10 @@ from jaxtiny.errors import ModelFormatError
 from lowering import opset, rules
 from lowering.ir import ITEMSIZE, NUMPY, Graph, Op, Tensor
 from lowering.planner import ALIGN, Buffer, Plan, buffer_bytes, buffer_size, lifetimes
-from lowering.program import Program
+from lowering.program import IoQuant, Program
 
 MAGIC = b"JTB1"
-VERSION = 1  # bumped by any change of the layout, an enum or an existing op's schema
+VERSION = 2  # bumped by any change of the layout, an enum or an existing op's schema
 SENTINEL = 0x01020304  # a reader of the wrong byte order sees 0x04030201
 MAX_RANK = 6
 MAX_ALIAS_DEPTH = 16  # JT_MAX_ALIAS_DEPTH: the longest chain of views a reader accepts
@@ -42,6 +42,7 @@ SCHEDULES = ("constant", "cosine")
 ROUNDINGS = ("nearest", "stochastic")
 IO_DTYPES = {"input": "i8", "label": "i32", "loss": "f32", "logits": "i8"}
 OPT_FLOATS = ("lr", "final", "momentum", "b1", "b2", "eps")  # stored as float64
+QUANT_FIELDS = ("input_inv_scale", "input_zero", "output_scale", "output_zero")
 
 Fields = tuple[tuple[str, str], ...]
 
@@ -64,6 +65,9 @@ HEADER_FIELDS: Fields = (
   # 0.5 * (lr - final) in float64 before rounding it to float32; so must a runtime, once.
   ("optimizer", "I"), ("schedule", "I"), ("steps", "I"), *((k, "d") for k in OPT_FLOATS),
   ("rounding", "I"), ("seed", "I"), ("name", "I"),
+  # float32: how the int8 input and logits relate to real values (IoQuant), so a board (or
+  # the command line) can quantize sensor floats and read real outputs from the blob alone.
+  *((k, "f" if k.endswith("scale") else "i") for k in QUANT_FIELDS),
 )
 TENSOR_FIELDS: Fields = (
   ("dtype", "B"), ("storage", "B"), ("rank", "B"), ("reserved", "B"), ("dims", f"{MAX_RANK}I"),
@@ -341,7 +345,7 @@ def encode(program: Program, state: str = "current") -> bytes:
        "schedule": _index(SCHEDULES, opt["schedule"], "schedule"), "steps": opt["steps"],
        **{k: opt[k] for k in OPT_FLOATS},
        "rounding": _index(ROUNDINGS, program.rounding, "rounding"), "seed": program.seed,
-       "name": name}
+       "name": name, **asdict(program.quant)}
   data = bytearray(HEADER.pack(*(h[k] for k, _ in HEADER_FIELDS)))
   for s in SECTIONS:
     data += body[s]
@@ -368,11 +372,12 @@ class Blob:
   plan: Plan
   locations: list[int]  # const: offset in consts; state: in the state image; arena; -1
   infer_plan: Plan | None = None  # the inference ops' buffers (lifetimes in that list)
+  quant: IoQuant = IoQuant()
 
   def program(self) -> Program:
     return Program(self.graph, self.train_ops, self.infer_ops, self.io, self.optimizer,
                    self.rounding, self.seed, self.name, plan=self.plan,
-                   infer_plan=self.infer_plan)
+                   infer_plan=self.infer_plan, quant=self.quant)
 
 
 def _header(data: bytes) -> dict[str, Any]:
@@ -625,6 +630,17 @@ def _plan(g: Graph, train: list[Op], infer: list[Op], locations: list[int], aren
   return plans["train"], plans["infer"]
 
 
+def _quant(h: dict[str, Any]) -> IoQuant:
+  """The io quantization, as the C verifier checks it: finite positive scales, int8 zeros."""
+  for k in QUANT_FIELDS:
+    v = h[k]
+    ok = (-128 <= v <= 127) if k.endswith("zero") else (math.isfinite(v) and v > 0)
+    if not ok:
+      what = "an int8 zero point" if k.endswith("zero") else "a finite positive float32"
+      raise BlobError(f"{k} = {v} (header byte {HEADER_AT[k]}) is not {what}")
+  return IoQuant(**{k: h[k] for k in QUANT_FIELDS})
+
+
 def read(data: bytes | bytearray | memoryview) -> Blob:
   """Parse and verify a blob; every problem raises BlobError."""
   data = bytes(data)
@@ -668,6 +684,7 @@ def read(data: bytes | bytearray | memoryview) -> Blob:
     raise BlobError(f"momentum {h['momentum']} (header byte {HEADER_AT['momentum']}) is zero "
                     "as a float32")
   name = _string(sec["strings"], h["name"], "program name")
+  quant = _quant(h)
   slots = rules.optimizer_slots(opt["kind"], opt["momentum"])
   memo: dict[tuple, Op] = {}
   train = _ops("train", sec["train_ops"], h["train_ops_offset"], operands, attrs, g, io, memo,
@@ -676,7 +693,7 @@ def read(data: bytes | bytearray | memoryview) -> Blob:
                slots)
   plan, infer_plan = _plan(g, train, infer, locations, h["arena_bytes"], io)
   return Blob(h, name, g, train, infer, io, opt, rounding, h["seed"], plan, locations,
-              infer_plan)
+              infer_plan, quant)
 
 
 def load(src: str | PathLike | bytes | bytearray | memoryview) -> Program:

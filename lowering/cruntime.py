@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxtiny.errors import ModelFormatError, NonFiniteLossError
+from jaxtiny.errors import InputError, ModelFormatError, NonFiniteLossError
 from lowering.blob import HEADER_AT, BlobError
 from lowering.program import check_input, check_label
 
@@ -30,7 +30,7 @@ GUARD = 64  # bytes after the arena and the state that the runtime must never to
 GUARD_BYTE = 0xA5
 
 # jt_status values (runtime_c/include/jaxtiny.h)
-OK, E_LABEL, E_NONFINITE = 0, 22, 23
+OK, E_LABEL, E_NONFINITE, E_INPUT = 0, 22, 23, 29
 
 
 class StateImageError(ModelFormatError):
@@ -63,6 +63,8 @@ def library() -> ctypes.CDLL:
     "jt_input_size": (u32, [p]), "jt_output_size": (u32, [p]),
     "jt_input_shape": (u32, [p, p]), "jt_step_count": (u32, [p]),
     "jt_train_step": (ctypes.c_int, [p, p, i32, p]), "jt_infer": (ctypes.c_int, [p, p, p]),
+    "jt_quantize_input": (ctypes.c_int, [p, p, p]),
+    "jt_dequantize_output": (ctypes.c_int, [p, p, p]),
     "jt_state_image_size": (u32, [p]),
     "jt_state_save": (ctypes.c_int, [p, p, size, p]),
     "jt_state_load": (ctypes.c_int, [p, p, size]),
@@ -152,6 +154,31 @@ class CRuntime:
     s = self._lib.jt_infer(self._rt, x.ctypes.data, out.ctypes.data)
     if s != OK:
       raise RuntimeError(f"jt_infer: {status_str(s)} (status {s})")
+    return out
+
+  def quantize_input(self, x: Any) -> np.ndarray:
+    """One float input -> int8 in C (jt_quantize_input), with the blob's input quantization."""
+    x = np.ascontiguousarray(x, np.float32)
+    if x.shape != self.input_shape:
+      raise InputError(f"the program takes one input of shape {self.input_shape}, got "
+                       f"{x.shape}")
+    out = np.zeros(self.input_shape, np.int8)
+    s = self._lib.jt_quantize_input(self._rt, x.ctypes.data, out.ctypes.data)
+    if s == E_INPUT:
+      raise InputError("the input holds NaN or infinite values")
+    if s != OK:
+      raise RuntimeError(f"jt_quantize_input: {status_str(s)} (status {s})")
+    return out
+
+  def dequantize_output(self, y8: Any) -> np.ndarray:
+    """int8 logits -> float32 in C (jt_dequantize_output)."""
+    y = np.ascontiguousarray(y8, np.int8)
+    if y.shape != (self.classes,):
+      raise InputError(f"the program has {self.classes} outputs, got shape {y.shape}")
+    out = np.zeros(self.classes, np.float32)
+    s = self._lib.jt_dequantize_output(self._rt, y.ctypes.data, out.ctypes.data)
+    if s != OK:
+      raise RuntimeError(f"jt_dequantize_output: {status_str(s)} (status {s})")
     return out
 
   def save_state(self) -> bytes:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ def _text(b: Blob) -> str:
     f"optimizer {opt['kind']} schedule={opt['schedule']} steps={opt['steps']} {floats}",
     f"rounding {b.rounding}, seed {b.seed}",
     "io " + " ".join(f"{k}=%{t}" for k, t in b.io.items()),
+    "io quantization " + " ".join(f"{k}={_value(v)}" for k, v in asdict(b.quant).items()),
     "",
     "tensors (id, dtype, shape, storage, location, bytes, name)",
   ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import jax
 import numpy as np
 
 from jaxtiny.errors import InputError, UnsupportedError
+from jaxtiny.numerics import QParams, quantize_with
 from jaxtiny.sparse import UpdateCost
 from lowering import planner
 from lowering.banding import fuse_bottlenecks
@@ -62,13 +64,46 @@ def check_label(label: Any, classes: int) -> np.ndarray:
   return np.array([v], np.int32)
 
 
+@dataclass(frozen=True)
+class IoQuant:
+  """How the program's int8 input and logits relate to real values, as float32 constants
+  stored in the blob: x8 = clamp(rne(f32(x) * input_inv_scale) + input_zero, -128, 127) (what
+  `QModel.quantize_input` computes) and y = output_scale * (y8 - output_zero)."""
+
+  input_inv_scale: float = 1.0
+  input_zero: int = 0
+  output_scale: float = 1.0
+  output_zero: int = 0
+
+  @classmethod
+  def of(cls, qin: QParams, qout: QParams) -> IoQuant:
+    return cls(float(np.float32(1.0 / qin.scale)), int(qin.zero), float(np.float32(qout.scale)),
+               int(qout.zero))
+
+  def quantize_input(self, x: Any) -> np.ndarray:
+    """Float values -> int8, bit for bit `jt_quantize_input`; refuses NaN or infinity."""
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+      raise InputError(f"inputs to quantize must be floating-point, got {x.dtype}")
+    if not np.all(np.isfinite(x)):
+      raise InputError("the inputs hold NaN or infinite values")
+    return quantize_with(x, np.float32(self.input_inv_scale), self.input_zero)
+
+  def dequantize_output(self, y8: Any) -> np.ndarray:
+    """int8 logits -> float32, bit for bit `jt_dequantize_output`."""
+    return QParams(self.output_scale, self.output_zero).dequantize(np.asarray(y8))
+
+
 class Program:
   """A lowered training step: tensors, the train and infer op lists, the optimizer."""
 
   def __init__(self, graph: Graph, train_ops: list[Op], infer_ops: list[Op], io: dict[str, int],
                optimizer: dict, rounding: str, seed: int, name: str = "model",
-               plan: planner.Plan | None = None, infer_plan: planner.Plan | None = None):
+               plan: planner.Plan | None = None, infer_plan: planner.Plan | None = None,
+               quant: IoQuant | None = None):
     self.graph, self.train_ops, self.infer_ops, self.io = graph, train_ops, infer_ops, io
+    # hand-built programs in the tests default to the identity
+    self.quant = quant if quant is not None else IoQuant()
     self.optimizer, self.rounding, self.seed, self.name = optimizer, rounding, seed, name
     # `plan`: the memory plan stored in a blob (lowering.load); checked like a fresh one.
     self.plan = plan if plan is not None else planner.plan(graph, train_ops)
@@ -226,4 +261,5 @@ def lower(trainer, name: str | None = None, *, reorder_updates: bool = True,
           "eps": opt.eps, "schedule": opt.lr.kind, "lr": opt.lr.lr, "steps": opt.lr.steps,
           "final": opt.lr.final}
   return Program(g, ops, infer, io, spec, trainer.rounding, trainer.seed,
-                 name or trainer.qm.name)
+                 name or trainer.qm.name,
+                 quant=IoQuant.of(trainer.qm.input_qparams, trainer.qm.output_qparams))

@@ -178,7 +178,15 @@ def _swap_sentinel(prog, h, b):
 
 
 def _version(prog, h, b):
-  _put(b, blob.HEADER_AT["version"], "I", 2)
+  _put(b, blob.HEADER_AT["version"], "I", blob.VERSION + 1)
+
+
+def _input_scale(prog, h, b):
+  _put(b, blob.HEADER_AT["input_inv_scale"], "f", float("nan"))
+
+
+def _output_zero(prog, h, b):
+  _put(b, blob.HEADER_AT["output_zero"], "i", 128)
 
 
 def _opcode(prog, h, b):
@@ -239,7 +247,10 @@ CORRUPT = {  # case -> (tamper, recompute the CRC, what the error must say)
   "truncated header": (_truncate_header, False, r"truncated: 100 bytes"),
   "wrong magic": (_magic, False, r"not a jaxtiny blob"),
   "byte-swapped sentinel": (_swap_sentinel, False, r"wrong byte order: .* byte 4"),
-  "bad version": (_version, False, r"unsupported blob version 2 at byte 8"),
+  "bad version": (_version, False, rf"unsupported blob version {blob.VERSION + 1} at byte 8"),
+  "input scale": (_input_scale, True, r"input_inv_scale = nan \(header byte 196\) is not a "
+                                      r"finite positive"),
+  "output zero": (_output_zero, True, r"output_zero = 128 \(header byte 208\) is not an int8"),
   "unknown opcode": (_opcode, True, r"train op 0 \(byte \d+\): unknown opcode 99"),
   "operand out of range": (_operand, True, r"train op 0 .*operand 1 is tensor 1048576, out of"),
   "operand count": (_operand_count, True, r"train op \d+ \(conv2d_s8.*: 0 outputs, "

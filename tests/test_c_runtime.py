@@ -3,6 +3,7 @@ train steps bit-exact with the reference executor, the planned arena only, the s
 and its A/B slots, and the statuses of bad calls."""
 
 import ctypes
+import struct
 
 import jax.numpy as jnp
 import numpy as np
@@ -247,3 +248,43 @@ def test_c_verifier_refuses_a_corrupt_blob(prog_and_data):
   blob[HEADER_AT["crc"]:HEADER_AT["crc"] + 4] = crc(blob).to_bytes(4, "little")
   with pytest.raises(lowering.BlobError):
     lowering.CRuntime(bytes(blob))
+
+
+def test_io_quantization_is_the_models_bit_for_bit(prog_and_data, small_qm):
+  """The blob carries the model's input and output quantization: the C runtime, the
+  Program's IoQuant and QModel quantize and dequantize identically, ties and saturation
+  included."""
+  prog, (x8, _) = prog_and_data
+  rt = lowering.CRuntime(lowering.blob.encode(prog))
+  q = lowering.load(lowering.blob.encode(prog)).quant
+  assert q == prog.quant
+  rng = np.random.default_rng(0)
+  qp = small_qm.input_qparams
+  shape = small_qm.input_shape
+  ties = (np.arange(np.prod(shape)) - 40.5).reshape(shape) * qp.scale  # halfway cases
+  for x in [rng.normal(0, 2, shape), rng.normal(0, 1e6, shape), ties]:
+    x = x.astype(np.float32)
+    want = small_qm.quantize_input(x[None])[0]
+    np.testing.assert_array_equal(q.quantize_input(x), want)
+    np.testing.assert_array_equal(rt.quantize_input(x), want)
+  bad = np.zeros(shape, np.float32)
+  bad.flat[3] = np.nan
+  with pytest.raises(jt.InputError, match="NaN or infinite"):
+    rt.quantize_input(bad)
+  y8 = np.arange(-128, 128, 64, dtype=np.int8)[:rt.classes]
+  want = small_qm.dequantize_output(y8)
+  assert rt.dequantize_output(y8).tobytes() == want.tobytes() == q.dequantize_output(y8).tobytes()
+
+
+@pytest.mark.parametrize("field, value", [("input_inv_scale", 0.0), ("output_scale", -1.0),
+                                          ("output_scale", float("inf")), ("input_zero", -129)])
+def test_c_verifier_refuses_a_bad_io_quantization(prog_and_data, field, value):
+  prog, _ = prog_and_data
+  blob = bytearray(lowering.blob.encode(prog))
+  struct.pack_into("<f" if field.endswith("scale") else "<i", blob, HEADER_AT[field], value)
+  blob[HEADER_AT["crc"]:HEADER_AT["crc"] + 4] = crc(blob).to_bytes(4, "little")
+  with pytest.raises(lowering.BlobError, match=f"a header field is out of range at header "
+                     f"{HEADER_AT[field]} "):
+    lowering.CRuntime(bytes(blob))
+  with pytest.raises(lowering.BlobError, match=f"{field} = "):
+    lowering.load(bytes(blob))

@@ -64,6 +64,7 @@ typedef enum {
   JT_E_BUFFER,          /* an output buffer is too small */
   JT_E_NO_IMAGE,        /* neither A/B slot holds a valid image */
   JT_E_STORAGE,         /* the caller's storage callback reported a failure */
+  JT_E_INPUT,           /* an input value to quantize is NaN or infinite */
   JT_STATUS_COUNT
 } jt_status;
 
@@ -88,6 +89,8 @@ typedef struct jt_runtime {
   int32_t io_input, io_label, io_loss, io_logits, step_tensor;
   uint32_t optimizer, schedule, steps, rounding, seed;
   float lr, final_lr, amplitude, momentum, b1, b2, eps;
+  float in_inv_scale, out_scale;
+  int32_t in_zero, out_zero;
   /* the current call's io buffers */
   const int8_t *in_input;
   int32_t in_label;
@@ -119,6 +122,14 @@ jt_status jt_train_step(jt_runtime *rt, const int8_t *input, int32_t label, floa
 
 /* Inference with the current state: writes jt_output_size int8 logits. */
 jt_status jt_infer(jt_runtime *rt, const int8_t *input, int8_t *logits);
+
+/* Real values <-> the int8 io, with the quantization stored in the blob: a board reading
+ * float sensor values quantizes them as the model was calibrated (bit for bit
+ * QModel.quantize_input: clamp(rne(x * (1/scale)) + zero)), and reads real outputs.
+ * jt_quantize_input takes jt_input_size floats and refuses NaN or infinity (JT_E_INPUT,
+ * nothing written); jt_dequantize_output writes jt_output_size floats. */
+jt_status jt_quantize_input(const jt_runtime *rt, const float *x, int8_t *x8);
+jt_status jt_dequantize_output(const jt_runtime *rt, const int8_t *y8, float *y);
 
 /* The model input's shape (leading batch axis of 1 included) into dims; returns its rank. */
 uint32_t jt_input_shape(const jt_runtime *rt, uint32_t dims[JT_MAX_RANK]);

@@ -7,10 +7,10 @@ enum {
   H_MAGIC = 0, H_SENTINEL = 4, H_VERSION = 8, H_HEADER_SIZE = 12, H_BLOB_SIZE = 16, H_CRC = 20,
   H_SECTIONS = 24, H_COUNTS = 80, H_ARENA = 100, H_STATE = 104, H_IO = 108, H_OPTIMIZER = 124,
   H_SCHEDULE = 128, H_STEPS = 132, H_FLOATS = 136, H_ROUNDING = 184, H_SEED = 188, H_NAME = 192,
-  HEADER_SIZE = 196
+  H_QUANT = 196, HEADER_SIZE = 212
 };
 enum { S_TENSORS, S_TRAIN, S_INFER, S_OPERANDS, S_ATTRS, S_STRINGS, S_CONSTS, N_SECTIONS };
-#define BLOB_VERSION 1u
+#define BLOB_VERSION 2u
 #define SENTINEL 0x01020304u
 #define TENSOR_BYTES 44u
 #define OP_BYTES 24u
@@ -324,6 +324,26 @@ static jt_status check_optimizer(jt_runtime *rt, const uint8_t *b) {
   return JT_OK;
 }
 
+/* The io quantization (input 1/scale and zero, output scale and zero): finite positive
+ * float32 scales and int8 zeros, so jt_quantize_input's products and casts are defined. */
+static jt_status check_quant(jt_runtime *rt, const uint8_t *b) {
+  for (uint32_t k = 0; k < 2; k++) {
+    const uint32_t at = H_QUANT + 8 * k;
+    float scale = jt_ffrom(rd32(b + at));
+    int32_t zero = (int32_t)rd32(b + at + 4);
+    if (!jt_isfinitef(scale) || !(scale > 0.0f)) return fail(rt, JT_E_HEADER, JT_WHERE_HEADER, at);
+    if (!jt_is_i8(zero)) return fail(rt, JT_E_HEADER, JT_WHERE_HEADER, at + 4);
+    if (k == 0) {
+      rt->in_inv_scale = scale;
+      rt->in_zero = zero;
+    } else {
+      rt->out_scale = scale;
+      rt->out_zero = zero;
+    }
+  }
+  return JT_OK;
+}
+
 /* --- ops ---------------------------------------------------------------------------------- */
 
 static void op_view(const jt_runtime *rt, const uint8_t *list, uint32_t i, jt_op *op) {
@@ -537,6 +557,7 @@ jt_status jt_init(jt_runtime *rt, const void *blob, size_t blob_len, void *arena
   if ((s = check_tensors(rt)) != JT_OK) return s;
   if ((s = check_io(rt, b)) != JT_OK) return s;
   if ((s = check_optimizer(rt, b)) != JT_OK) return s;
+  if ((s = check_quant(rt, b)) != JT_OK) return s;
   for (uint32_t i = 0; i < rt->n_train_ops; i++)
     if ((s = check_op(rt, rt->train_ops, i, JT_WHERE_TRAIN_OP)) != JT_OK) return s;
   for (uint32_t i = 0; i < rt->n_infer_ops; i++)
@@ -568,6 +589,29 @@ uint32_t jt_input_shape(const jt_runtime *rt, uint32_t dims[JT_MAX_RANK]) {
   const jt_tensor_rec *t = jt_t(rt, rt->io_input);
   for (uint32_t k = 0; k < t->rank; k++) dims[k] = t->dims[k];
   return t->rank;
+}
+
+jt_status jt_quantize_input(const jt_runtime *rt, const float *x, int8_t *x8) {
+  if (rt == NULL || x == NULL || x8 == NULL) return JT_E_NULL;
+  if (!rt->ready) return JT_E_NOT_READY;
+  const uint32_t n = jt_numel(rt, rt->io_input);
+  for (uint32_t i = 0; i < n; i++)
+    if (!jt_isfinitef(x[i])) return JT_E_INPUT; /* nothing written */
+  const float zero = (float)rt->in_zero;
+  for (uint32_t i = 0; i < n; i++) {
+    /* the float32 operations of lowering IoQuant.quantize_input, clamped before the cast */
+    float q = jt_rintf(x[i] * rt->in_inv_scale) + zero;
+    x8[i] = (int8_t)(q < -128.0f ? -128.0f : q > 127.0f ? 127.0f : q);
+  }
+  return JT_OK;
+}
+
+jt_status jt_dequantize_output(const jt_runtime *rt, const int8_t *y8, float *y) {
+  if (rt == NULL || y8 == NULL || y == NULL) return JT_E_NULL;
+  if (!rt->ready) return JT_E_NOT_READY;
+  const uint32_t n = jt_numel(rt, rt->io_logits);
+  for (uint32_t i = 0; i < n; i++) y[i] = rt->out_scale * (float)(y8[i] - rt->out_zero);
+  return JT_OK;
 }
 
 uint32_t jt_error_where(const jt_runtime *rt) { return rt != NULL ? rt->error_where : 0; }

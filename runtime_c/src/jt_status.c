@@ -31,6 +31,7 @@ static const char *const jt_status_names[JT_STATUS_COUNT] = {
   [JT_E_BUFFER] = "an output buffer is too small",
   [JT_E_NO_IMAGE] = "no valid state image in either slot",
   [JT_E_STORAGE] = "the storage callback failed",
+  [JT_E_INPUT] = "an input value is NaN or infinite",
 };
 
 const char *jt_status_str(jt_status s) {
