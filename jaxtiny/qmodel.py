@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from os import PathLike
 from typing import Any
 
 import jax
@@ -177,6 +178,13 @@ class QModel:
           raise InputError(f"{k}.{key}: shape {np.shape(v[key])} != {ref.shape}")
     return QModel(self.nodes, self.tensors, self.input_id, self.output_id, params,
                   self.input_shape, self.name)
+
+  def save(self, path: str | PathLike) -> None:
+    """Write the model to a file (`.jtq` by convention; docs/qmodel_file.md) that
+    `jt.load_qmodel(path)` reads back, verified, computing exactly what this one does."""
+    from jaxtiny.qmodel_file import save_qmodel  # it builds on this module: import it late
+
+    save_qmodel(self, path)
 
   # --- derived models -------------------------------------------------------------------
 
