@@ -90,7 +90,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     firmware.write_samples(work / "train.bin",
                            rng.integers(-128, 128, (1, *qm.input_shape), dtype=np.int8),
-                           rng.integers(0, CLASSES, 1), fw)
+                           rng.integers(0, CLASSES, 1), fw.input_shape, fw.classes)
     infer, _ = profile(fw, work, 0)
     (work / "flash.bin").unlink(missing_ok=True)  # the second run starts fresh too
     both, blocks = profile(fw, work, 1)

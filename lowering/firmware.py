@@ -20,6 +20,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,26 +227,33 @@ class Run:
             "flash_bytes": fw.flash_bytes}
 
 
-def write_samples(path: Path, x8: Any, y: Any, fw: Firmware) -> int:
-  """The samples file the firmware streams: int8 inputs of the model's input shape with a
-  leading sample axis, integer labels in [0, classes)."""
+def encode_samples(x8: Any, y: Any, input_shape: tuple[int, ...], classes: int) -> bytes:
+  """A samples file ("JTD1", what the firmware and the exported example stream): int8
+  inputs of `input_shape` behind a leading sample axis, integer labels in [0, classes)."""
   x8, y = np.asarray(x8), np.asarray(y)
-  if x8.ndim != len(fw.input_shape) + 1 or tuple(x8.shape[1:]) != fw.input_shape:
-    raise InputError(f"x must hold samples of the model's input shape {fw.input_shape} "
+  if x8.ndim != len(input_shape) + 1 or tuple(x8.shape[1:]) != input_shape:
+    raise InputError(f"x must hold samples of the model's input shape {input_shape} "
                      f"behind a sample axis, got shape {x8.shape}")
   if y.shape != (len(x8),):
     raise InputError(f"y must hold one integer label per sample ({len(x8)}), got shape "
                      f"{y.shape}")
-  record = -(-int(np.prod(fw.input_shape)) // 4) * 4 + 4
-  with open(path, "wb") as f:
-    f.write(SAMPLES_MAGIC + struct.pack("<III", len(x8), fw.sizes["input"], record))
-    for i, (xi, yi) in enumerate(zip(x8, y)):
-      try:
-        raw = check_input(xi, fw.input_shape).tobytes()
-        label = int(check_label(yi, fw.classes)[0])
-      except InputError as e:
-        raise InputError(f"sample {i}: {e}") from None
-      f.write(raw.ljust(record - 4, b"\0") + struct.pack("<i", label))
+  size = int(np.prod(input_shape))
+  record = -(-size // 4) * 4 + 4
+  parts = [SAMPLES_MAGIC + struct.pack("<III", len(x8), size, record)]
+  for i, (xi, yi) in enumerate(zip(x8, y)):
+    try:
+      raw = check_input(xi, input_shape).tobytes()
+      label = int(check_label(yi, classes)[0])
+    except InputError as e:
+      raise InputError(f"sample {i}: {e}") from None
+    parts.append(raw.ljust(record - 4, b"\0") + struct.pack("<i", label))
+  return b"".join(parts)
+
+
+def write_samples(path: Path, x8: Any, y: Any, input_shape: tuple[int, ...],
+                  classes: int) -> int:
+  """Write encode_samples' file; returns the number of samples."""
+  Path(path).write_bytes(encode_samples(x8, y, input_shape, classes))
   return len(x8)
 
 
@@ -286,10 +294,10 @@ def run(fw: Firmware, x8: Any, y: Any, workdir: Path | str, steps: int | None = 
   board was reset), otherwise the run starts from the blob's state."""
   work = Path(workdir)
   work.mkdir(parents=True, exist_ok=True)
-  n = write_samples(work / "train.bin", x8, y, fw)
+  n = write_samples(work / "train.bin", x8, y, fw.input_shape, fw.classes)
   (work / "test.bin").unlink(missing_ok=True)
   if test is not None:
-    write_samples(work / "test.bin", *test, fw)
+    write_samples(work / "test.bin", *test, fw.input_shape, fw.classes)
   if not resume:
     (work / "flash.bin").unlink(missing_ok=True)
   steps = n if steps is None else steps
@@ -336,12 +344,23 @@ def saved_image(fw: Firmware, workdir: Path | str) -> bytes | None:
 
 
 def _npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
-  with np.load(path) as d:
+  """The arrays x and y of a .npz file; InputError for anything else."""
+  try:
+    d = np.load(path, allow_pickle=False)
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    raise InputError(f"cannot read {path} as a .npz file (np.savez): {e}") from None
+  if not isinstance(d, np.lib.npyio.NpzFile):
+    raise InputError(f"{path} holds a single array, not a .npz file of arrays 'x' and 'y' "
+                     "(np.savez(path, x=x, y=y))")
+  with d:
     missing = {"x", "y"} - set(d.files)
     if missing:
       raise InputError(f"{path} must hold arrays 'x' (int8 samples) and 'y' (labels); "
                        f"it lacks {sorted(missing)}")
-    return d["x"], d["y"]
+    try:
+      return d["x"], d["y"]
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+      raise InputError(f"cannot read the arrays of {path}: {e}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -366,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
   args = ap.parse_args(argv)
   try:
     if not args.blob.is_file():
-      raise InputError(f"no blob at {args.blob}: write one with lowering.save(program, path)")
+      raise InputError(f"no blob at {args.blob}: write one with program.save(path)")
     fw = build(args.blob, args.cpu, args.out, args.kernels, profile=args.profile)
     print(fw.memory_map())
     if args.run is None:
