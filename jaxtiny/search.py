@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxtiny.errors import InputError
 from jaxtiny.optim import Optimizer, sgd
 from jaxtiny.qmodel import QModel
 from jaxtiny.sparse import RATIOS, SparseUpdate, update_cost
@@ -163,6 +164,14 @@ class SearchResult:
   history: list[float] = field(default_factory=list)  # best fitness per generation
 
 
+def _check_budget(qm: QModel, budget_bytes: int, optimizer: Optimizer | None) -> None:
+  """The smallest scheme (the classifier alone) must fit, or no search can succeed."""
+  least = update_cost(qm, SparseUpdate(), optimizer).total
+  if least > budget_bytes:
+    raise InputError(f"budget {budget_bytes:,} B is below the cost of training the classifier "
+                     f"alone ({least:,} B): raise the budget to at least that")
+
+
 def evolutionary_search(qm: QModel, contributions: Contributions, budget_bytes: int, *,
                         optimizer: Optimizer | None = None, population: int = 64,
                         generations: int = 40, mutation: float = 0.15, seed: int = 0,
@@ -200,8 +209,8 @@ def evolutionary_search(qm: QModel, contributions: Contributions, budget_bytes: 
 
   smallest = (0,) + (0,) * len(layers)
   if cost(smallest) > budget_bytes:
-    raise ValueError(f"budget {budget_bytes:,} B is below the cost of training the classifier "
-                     f"alone ({cost(smallest):,} B)")
+    raise InputError(f"budget {budget_bytes:,} B is below the cost of the smallest scheme "
+                     f"measured (bias_last={ks[0]}: {cost(smallest):,} B)")
   pop = [smallest] + [random_genome() for _ in range(population - 1)]
   history = []
   bar = _progress(generations, "evolutionary search", progress)
@@ -240,6 +249,7 @@ def search_scheme(qm: QModel, train: Data, val: Data, budget_bytes: int, *,
   then steps of about an eighth of the network).
   """
   opt = optimizer if optimizer is not None else sgd(DEFAULT_LR)
+  _check_budget(qm, budget_bytes, opt)  # before the costly measurements
   n = qm.num_layers
   if layers is None:
     layers = list(range(max(0, n - 12), n))

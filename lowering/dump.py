@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lowering import opset
-from lowering.blob import OPT_FLOATS, Blob, BlobError, encode, read
+from lowering.blob import OPT_FLOATS, Blob, encode, read
 from lowering.ir import Op
 from lowering.program import Program
 
@@ -71,18 +71,26 @@ def disassemble(src: Program | bytes | bytearray) -> str:
   return _text(read(encode(src) if isinstance(src, Program) else src))
 
 
-def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m lowering.dump",
-                                   description="Print a jaxtiny blob (.jtb) as text.")
-  parser.add_argument("blob", type=Path)
-  args = parser.parse_args(argv)
-  try:
-    text = disassemble(args.blob.read_bytes())
-  except (OSError, BlobError) as e:
-    print(f"{args.blob}: {e}", file=sys.stderr)
-    return 1
-  sys.stdout.write(text)
+HELP = "print a blob as text (the disassembler)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+  p.add_argument("blob", type=Path, help="a blob (.jtb)")
+
+
+def command(args: argparse.Namespace) -> int:
+  from jaxtiny.cli.common import existing_file
+
+  existing_file(args.blob, "the blob")
+  sys.stdout.write(disassemble(args.blob.read_bytes()))  # BlobError: a user error
   return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+  from jaxtiny.cli import run_command
+
+  return run_command("python -m lowering.dump", "Print a jaxtiny blob (.jtb) as text.",
+                     add_arguments, command, argv)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ import numpy as np
 
 from jaxtiny.errors import InputError, JaxtinyError
 from lowering.blob import HEADER_AT, read
-from lowering.firmware import _npz, _ops_used, _sizes, encode_samples
+from lowering.datafile import load_blob_samples
+from lowering.firmware import _ops_used, _sizes, encode_samples
 
 RUNTIME = Path(__file__).resolve().parent.parent / "runtime_c"
 EXAMPLE = RUNTIME / "examples" / "board"
@@ -101,13 +102,13 @@ const union jaxtiny_blob jaxtiny_blob JT_BLOB_ALIGNED = {{.bytes = {{
 """
 
 
-def _samples(data: tuple[Any, Any], input_shape: tuple[int, ...], classes: int) -> bytes:
-  x8, y = data
-  x8 = np.asarray(x8)
-  if x8.dtype.kind == "f":
-    raise InputError(f"x holds {x8.dtype} values: the samples file takes int8 inputs for now; "
-                     "quantize them first (QModel.quantize_input)")
-  return encode_samples(x8, y, input_shape, classes)
+def _samples(data: tuple[Any, Any], raw: bytes, input_shape: tuple[int, ...],
+             classes: int) -> bytes:
+  x, y = data
+  x = np.asarray(x)
+  if np.issubdtype(x.dtype, np.floating):  # real values: the blob's input quantization
+    x = read(raw).quant.quantize_input(x)
+  return encode_samples(x, y, input_shape, classes)
 
 
 def _previous(out: Path, force: bool) -> set[str]:
@@ -137,18 +138,18 @@ def export(blob: bytes | str | os.PathLike, out: str | os.PathLike, *,
   and runs the example application on the host; returns the files written (all but the
   marker .jaxtiny-export).
 
-  blob: its bytes, or the path of a .jtb file. data: (x8, y), int8 samples of the model's
-  input shape behind a sample axis and their integer labels, written as samples.jtd for
-  the host example. A blob the C verifier refuses raises BlobError; bad samples, or an
-  `out` that is a file, InputError; a non-empty `out` that is not an earlier export too,
-  unless `force`."""
+  blob: its bytes, or the path of a .jtb file. data: (x, y), samples of the model's input
+  shape behind a sample axis (int8, or float values quantized with the blob's input
+  parameters) and their integer labels, written as samples.jtd for the host example. A
+  blob the C verifier refuses raises BlobError; bad samples, or an `out` that is a file,
+  InputError; a non-empty `out` that is not an earlier export too, unless `force`."""
   if not RUNTIME.is_dir():
     raise JaxtinyError(f"the C runtime's sources are not at {RUNTIME}: exporting needs a "
                        "source checkout of jaxtiny (pip install -e .)")
   raw = _blob_bytes(blob)
   sizes, input_shape, classes = _sizes(raw)  # the C verifier: BlobError if it refuses
   ops_used = _ops_used(read(raw))
-  samples = None if data is None else _samples(data, input_shape, classes)
+  samples = None if data is None else _samples(data, raw, input_shape, classes)
   out = Path(out)
   old = _previous(out, force)
 
@@ -181,6 +182,9 @@ def export(blob: bytes | str | os.PathLike, out: str | os.PathLike, *,
   return written
 
 
+HELP = "write a blob and the C runtime as a project for your board (CMake, make, PlatformIO)"
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
   """The export's arguments (`jaxtiny export` and `python -m lowering.export`)."""
   p.add_argument("blob", type=Path,
@@ -190,7 +194,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       "export there is replaced)")
   p.add_argument("--data", type=Path, metavar="DATA.npz",
                  help="samples for the host example, written as DIR/samples.jtd: a .npz of "
-                      "'x' (int8, the model's input shape behind a sample axis) and 'y' "
+                      "'x' (float, quantized with the blob's input parameters, or int8; the "
+                      "model's input shape behind a sample axis) and 'y' "
                       "(integer labels)")
   p.add_argument("--force", action="store_true",
                  help="write into DIR even when it is not empty and holds no earlier export "
@@ -200,7 +205,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def command(args: argparse.Namespace) -> int:
   """Run the export of parsed arguments: 0, or 2 with `error: ...` on stderr."""
   try:
-    data = None if args.data is None else _npz(args.data)
+    if not Path(args.blob).is_file():
+      raise InputError(f"no blob at {args.blob}: write one with jaxtiny lower or "
+                       "program.save(path)")
+    data = None if args.data is None else load_blob_samples(args.data, Path(args.blob).read_bytes())
     files = export(args.blob, args.out, data=data, force=args.force)
   except (JaxtinyError, OSError, ImportError) as e:  # ImportError: the C runtime is not built
     print(f"error: {e}", file=sys.stderr)
@@ -216,10 +224,9 @@ def command(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-  ap = argparse.ArgumentParser(prog="python -m lowering.export", description=__doc__,
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  add_arguments(ap)
-  return command(ap.parse_args(argv))
+  from jaxtiny.cli import run_command
+
+  return run_command("python -m lowering.export", __doc__, add_arguments, command, argv)
 
 
 if __name__ == "__main__":

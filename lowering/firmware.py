@@ -20,7 +20,6 @@ import shutil
 import struct
 import subprocess
 import sys
-import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -343,36 +342,18 @@ def saved_image(fw: Firmware, workdir: Path | str) -> bytes | None:
   return None if best is None else best[1]
 
 
-def _npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
-  """The arrays x and y of a .npz file; InputError for anything else."""
-  try:
-    d = np.load(path, allow_pickle=False)
-  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-    raise InputError(f"cannot read {path} as a .npz file (np.savez): {e}") from None
-  if not isinstance(d, np.lib.npyio.NpzFile):
-    raise InputError(f"{path} holds a single array, not a .npz file of arrays 'x' and 'y' "
-                     "(np.savez(path, x=x, y=y))")
-  with d:
-    missing = {"x", "y"} - set(d.files)
-    if missing:
-      raise InputError(f"{path} must hold arrays 'x' (int8 samples) and 'y' (labels); "
-                       f"it lacks {sorted(missing)}")
-    try:
-      return d["x"], d["y"]
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-      raise InputError(f"cannot read the arrays of {path}: {e}") from None
+HELP = "build the Cortex-M firmware for a blob; train it under QEMU"
 
 
-def main(argv: list[str] | None = None) -> int:
-  ap = argparse.ArgumentParser(prog="python -m lowering.firmware", description=__doc__,
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(ap: argparse.ArgumentParser) -> None:
   ap.add_argument("blob", type=Path, help="a lowered step (.jtb)")
   ap.add_argument("--cpu", choices=sorted(BOARDS), default="cortex-m7")
   ap.add_argument("-o", "--out", type=Path, default=Path("build"), help="build directory")
   ap.add_argument("--kernels", choices=KERNELS, default="dsp",
                   help="DSP-extension kernels or the portable C (bit-identical)")
   ap.add_argument("--run", type=Path, metavar="DATA.npz",
-                  help="train under QEMU, one step per sample (arrays x int8, y labels)")
+                  help="train under QEMU, one step per sample (arrays x: float, quantized "
+                       "with the blob's input parameters, or int8; y: labels)")
   ap.add_argument("--test", type=Path, metavar="HELD.npz", help="infer these after training")
   ap.add_argument("--resume", action="store_true",
                   help="keep the state slots of the last run (a reset, not a fresh board)")
@@ -382,7 +363,17 @@ def main(argv: list[str] | None = None) -> int:
                   help="count the instructions of each opcode (training and inference)")
   ap.add_argument("--json", type=Path, metavar="OUT.json", help="write what was measured")
   ap.add_argument("--timeout", type=float, default=3600.0, help="seconds QEMU may run")
-  args = ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+  from jaxtiny.cli import run_command
+
+  return run_command("python -m lowering.firmware", __doc__, add_arguments, command, argv)
+
+
+def command(args: argparse.Namespace) -> int:
+  from lowering.datafile import load_blob_samples
+
   try:
     if not args.blob.is_file():
       raise InputError(f"no blob at {args.blob}: write one with program.save(path)")
@@ -393,8 +384,9 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps({"ram_bytes": fw.static_ram_bytes,
                                          "flash_bytes": fw.flash_bytes}, indent=1))
       return 0
-    x, y = _npz(args.run)
-    test = _npz(args.test) if args.test else None
+    raw = args.blob.read_bytes()
+    x, y = load_blob_samples(args.run, raw)
+    test = load_blob_samples(args.test, raw) if args.test else None
     r = run(fw, x, y, args.out / "run", test=test, resume=args.resume,
             save_every=args.save_every, timeout=args.timeout, echo=True)
     summary = r.summary(fw)

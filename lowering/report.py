@@ -11,10 +11,10 @@ CLI: python -m lowering.report model.jtb [--budget 256KB] [--plot mem.png]
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
+from jaxtiny.cli.common import UsageError, existing_file, output_file, size_arg
 from jaxtiny.errors import JaxtinyError
 from lowering.planner import Buffer
 from lowering.program import Program
@@ -24,23 +24,10 @@ BAR = 40  # characters of the timeline bar at the peak
 TOP = 8  # live tensors listed at the peak
 STATE_GROUPS = ("weights", "biases", "opt", "step")
 BACKWARD = "backward + update"  # timeline phase name
-_UNITS = {"": 1, "b": 1, "kb": KB, "kib": KB, "mb": KB * KB, "mib": KB * KB}
 
 
 class BudgetError(JaxtinyError, ValueError):
   """The program's SRAM (arena + persistent state) exceeds the budget."""
-
-
-def parse_size(text: str | int) -> int:
-  """'256KB' -> 262144. Units B, KB/KiB, MB/MiB (KB = 1024 bytes) or none (bytes)."""
-  m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*", str(text).lower())
-  if m is None or m.group(2) not in _UNITS:
-    raise ValueError(f"not a size: {text!r} (examples: 262144, 256KB, 256KiB, 1.5MB; "
-                     "KB = 1024 bytes)")
-  n = float(m.group(1)) * _UNITS[m.group(2)]
-  if n != int(n):
-    raise ValueError(f"not a whole number of bytes: {text!r}")
-  return int(n)
 
 
 def _kb(n: int) -> str:
@@ -157,6 +144,11 @@ def _timeline(program: Program) -> list[str]:
   return lines
 
 
+def summary(program: Program, budget: int | None = None) -> str:
+  """The sizes part of the report: arena, state by group, total, budget, flash, io."""
+  return "\n".join(_summary(program, budget))
+
+
 def report(program: Program, budget: int | None = None) -> str:
   """The text report: sizes, the per-op timeline, the biggest tensors at the peak."""
   return "\n".join(_summary(program, budget) + _timeline(program)) + "\n"
@@ -200,45 +192,41 @@ def plot(program: Program, path: str | Path, budget: int | None = None) -> None:
   fig.savefig(path, dpi=120)
 
 
-def _size_arg(text: str) -> int:
-  try:
-    return parse_size(text)
-  except ValueError as e:
-    raise argparse.ArgumentTypeError(str(e)) from None
+HELP = "the memory report of a blob: where the SRAM of a step goes"
 
 
-def main(argv: list[str] | None = None) -> None:
-  p = argparse.ArgumentParser(prog="python -m lowering.report",
-                              description="Memory report of a lowered training step (.jtb).")
+def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("blob", type=Path, help="a lowered program, as written by Program.save")
-  p.add_argument("--budget", type=_size_arg,
+  p.add_argument("--budget", type=size_arg,
                  help="SRAM budget for arena + state: bytes, or with a unit B, KB, KiB, MB "
                       "(KB = KiB = 1024 bytes, as for MCUs); exit status 2 when over")
   p.add_argument("--plot", type=Path, help="write the timeline as a PNG here")
-  args = p.parse_args(argv)
-  if args.plot and not args.plot.resolve().parent.is_dir():
-    p.error(f"--plot {args.plot}: the folder {args.plot.resolve().parent} does not exist")
+
+
+def command(args: argparse.Namespace) -> int:
   from lowering import load  # the blob reader lives in lowering/blob.py
 
+  existing_file(args.blob, "the blob")
+  if args.plot:
+    output_file(args.plot, "--plot")
   try:
     program = load(args.blob)
-  except (OSError, JaxtinyError) as e:
-    print(f"error: cannot load {args.blob}: {e}", file=sys.stderr)
-    sys.exit(2)
+  except OSError as e:
+    raise UsageError(f"cannot load {args.blob}: {e}") from None
   print(report(program, args.budget), end="")
   if args.plot:
-    try:
-      plot(program, args.plot, args.budget)
-    except OSError as e:
-      print(f"error: cannot write the plot {args.plot}: {e}", file=sys.stderr)
-      sys.exit(2)
+    plot(program, args.plot, args.budget)
   if args.budget is not None:
-    try:
-      check_budget(program, args.budget)
-    except BudgetError as e:
-      print(f"error: {e}", file=sys.stderr)
-      sys.exit(2)
+    check_budget(program, args.budget)
+  return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+  from jaxtiny.cli import run_command
+
+  return run_command("python -m lowering.report", "Memory report of a lowered training step "
+                     "(.jtb).", add_arguments, command, argv)
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

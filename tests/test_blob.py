@@ -324,7 +324,7 @@ def test_dump_command(sparse_blob, tmp_path):
   path.write_bytes(data[:-1])
   run = subprocess.run([sys.executable, "-m", "lowering.dump", str(path)], cwd=ROOT,
                        capture_output=True, text=True, check=False)
-  assert run.returncode == 1 and "truncated" in run.stderr
+  assert run.returncode == 2 and "truncated" in run.stderr
 
 
 @pytest.mark.e2e

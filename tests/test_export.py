@@ -94,8 +94,6 @@ def test_export_refuses_what_it_cannot_use_and_replaces_an_earlier_export(small,
   blob, x8, y = small
   with pytest.raises(lowering.BlobError, match="refused the blob"):
     export.export(blob[:-8] + bytes(8), tmp_path / "bad")
-  with pytest.raises(InputError, match="int8 inputs for now"):
-    export.export(blob, tmp_path / "bad", data=(x8.astype(np.float32), y))
   with pytest.raises(InputError, match=r"sample 1: label must lie in \[0, 4\)"):
     export.export(blob, tmp_path / "bad", data=(x8[:2], np.array([0, 9])))
   assert not (tmp_path / "bad").exists()  # nothing written before the checks pass
@@ -112,7 +110,13 @@ def test_export_refuses_what_it_cannot_use_and_replaces_an_earlier_export(small,
   assert (mine / "notes.txt").read_text() == "mine" and (mine / "main.c").is_file()
 
   out = tmp_path / "out"
+  # real values are quantized with the blob's input parameters: the same samples as int8
+  q = lowering.load(blob).quant
+  real = (x8.astype(np.float32) - q.input_zero) / np.float32(q.input_inv_scale)
+  export.export(blob, out, data=(real, y))
+  from_real = (out / "samples.jtd").read_bytes()
   export.export(blob, out, data=(x8, y))
+  assert (out / "samples.jtd").read_bytes() == from_real
   (out / "build").mkdir()  # a build directory beside the export does not stop a new one
   files = export.export(blob, out)
   assert not (out / "samples.jtd").exists() and (out / "build").is_dir()
@@ -128,18 +132,20 @@ def test_command_line_user_errors_are_one_line(small, tmp_path, capsys):
   corrupt.write_bytes(blob[:100] + bytes([blob[100] ^ 1]) + blob[101:])
   np.savez(tmp_path / "no_y.npz", x=x8)
   np.savez(tmp_path / "shape.npz", x=x8[:, :4], y=y)
-  np.savez(tmp_path / "float.npz", x=x8.astype(np.float32), y=y)
+  nan = x8.astype(np.float32)
+  nan[1, 0, 0, 0] = np.nan
+  np.savez(tmp_path / "nan.npz", x=nan, y=y)
   (tmp_path / "junk.npz").write_bytes(b"not a zip")
   (tmp_path / "a_file").write_text("x")
   out = str(tmp_path / "out")
   cases = [
     ([str(tmp_path / "missing.jtb"), "-o", out], "no blob at"),
     ([str(corrupt), "-o", out], "CRC mismatch"),
-    ([str(good), "-o", out, "--data", str(tmp_path / "no_y.npz")], "lacks ['y']"),
-    ([str(good), "-o", out, "--data", str(tmp_path / "shape.npz")], "model's input shape"),
-    ([str(good), "-o", out, "--data", str(tmp_path / "float.npz")], "int8 inputs for now"),
-    ([str(good), "-o", out, "--data", str(tmp_path / "junk.npz")], "cannot read"),
-    ([str(good), "-o", out, "--data", str(tmp_path / "none.npz")], "cannot read"),
+    ([str(good), "-o", out, "--data", str(tmp_path / "no_y.npz")], "lacks 'y'"),
+    ([str(good), "-o", out, "--data", str(tmp_path / "shape.npz")], "model takes samples of"),
+    ([str(good), "-o", out, "--data", str(tmp_path / "nan.npz")], "x sample 1 holds NaN"),
+    ([str(good), "-o", out, "--data", str(tmp_path / "junk.npz")], "not a readable .npz"),
+    ([str(good), "-o", out, "--data", str(tmp_path / "none.npz")], "no such file"),
     ([str(good), "-o", str(tmp_path / "a_file")], "is a file"),
   ]
   for argv, message in cases:

@@ -10,8 +10,9 @@ import pytest
 
 import jaxtiny as jt
 import lowering
+from jaxtiny.cli.common import parse_size
 from lowering.program import Program
-from lowering.report import BudgetError, check_budget, main, parse_size, plot, report
+from lowering.report import BudgetError, check_budget, main, plot, report
 
 from helpers import SmallNet, quantize_8x8x2
 
@@ -108,18 +109,16 @@ def test_plot_writes_a_png(program, tmp_path):
   assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_cli_over_budget_exits_2(program, monkeypatch, capsys, tmp_path):
-  """The CLI in process, with `lowering.load` stubbed (it runs before the blob lands)."""
-  monkeypatch.setattr(lowering, "load", lambda path: program, raising=False)
-  main(["model.jtb", "--budget", str(_sram(program))])
+def test_cli_over_budget_exits_2(program, capsys, tmp_path):
+  blob = tmp_path / "model.jtb"
+  program.save(blob)
+  assert main([str(blob), "--budget", str(_sram(program))]) == 0
   assert f"{program.arena_bytes} B" in capsys.readouterr().out
-  with pytest.raises(SystemExit) as exit_:
-    main(["model.jtb", "--budget", f"{_sram(program) - 1}B"])
-  assert exit_.value.code == 2
+  assert main([str(blob), "--budget", f"{_sram(program) - 1}B"]) == 2
   err = capsys.readouterr().err
-  assert "1 B over" in err and "Traceback" not in err
+  assert "1 B over" in err and "Traceback" not in err and err.count("\n") == 1
   with pytest.raises(SystemExit) as exit_:
-    main(["model.jtb", "--budget", "12XB"])
+    main([str(blob), "--budget", "12XB"])
   assert exit_.value.code == 2 and "not a size" in capsys.readouterr().err
 
 
