@@ -109,7 +109,7 @@ def lowering_demo(trainer: jt.Trainer, x8: np.ndarray, labels: np.ndarray,
   image = rt.save_state()
   print(f"the blob trained on the host C runtime: test accuracy {acc:.0%} before, {after:.0%} "
         f"after {epochs} epochs; its learned state: a {len(image):,}-byte CRC-protected image "
-        f"(`rt.save_state()` / `rt.load_state(image)`); `python -m lowering.report {path} "
+        f"(`rt.save_state()` / `rt.load_state(image)`); `jaxtiny report {path} "
         "--plot mem.png` draws the memory timeline")
 
 

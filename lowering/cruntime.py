@@ -39,7 +39,9 @@ class StateImageError(ModelFormatError):
 
 def _stale(lib_path: str) -> bool:
   built = os.path.getmtime(lib_path)
-  return any(p.stat().st_mtime > built for p in SOURCES.glob("*/*.[ch]"))
+  # the extension's own sources (setup.py), not the ctest or the examples
+  return any(p.stat().st_mtime > built for d in ("include", "src", "python")
+             for p in (SOURCES / d).glob("*.[ch]"))
 
 
 @cache
