@@ -138,7 +138,7 @@ def command(args: argparse.Namespace) -> int:
           skipped.append(rt.steps)  # the step changed nothing: go on with the next sample
           continue
         if len(losses) % 16 == 0:
-          bar.set_postfix(loss=f"{np.mean(losses[-64:]):.4f}")
+          bar.set_postfix(loss=f"{np.mean(losses[-64:]):.4f}", refresh=False)
       mean = float(np.mean(losses[first:])) if len(losses) > first else float("nan")
       acc = _accuracy(rt, test)
       accs.append(acc)
