@@ -363,6 +363,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                   help="count the instructions of each opcode (training and inference)")
   ap.add_argument("--json", type=Path, metavar="OUT.json", help="write what was measured")
   ap.add_argument("--timeout", type=float, default=3600.0, help="seconds QEMU may run")
+  ap.add_argument("--quiet", action="store_true", help="do not echo each step's line")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -388,7 +389,7 @@ def command(args: argparse.Namespace) -> int:
     x, y = load_blob_samples(args.run, raw)
     test = load_blob_samples(args.test, raw) if args.test else None
     r = run(fw, x, y, args.out / "run", test=test, resume=args.resume,
-            save_every=args.save_every, timeout=args.timeout, echo=True)
+            save_every=args.save_every, timeout=args.timeout, echo=not args.quiet)
     summary = r.summary(fw)
     per_step = [s["instructions"] for s in r.steps]
     if per_step:
